@@ -1,0 +1,433 @@
+"""The ``connector`` command: serve, demo, sandbox, plugins, connections, flows, runs.
+
+A mistake a user can fix prints one line starting with ``error:`` and exits 1; only a bug in
+the connector itself may print a traceback.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+import yaml
+
+from .config import Settings
+from .errors import ConnectorError, PluginError, UserError
+
+
+class Main(click.Group):
+    """A click group that turns the connector's own errors into one clean line."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (UserError, PluginError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except ConnectorError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+def _host(ctx: click.Context):
+    obj = ctx.ensure_object(dict)
+    if "host" not in obj:
+        from .host import Host
+        obj["host"] = Host(Settings.from_env())
+        ctx.call_on_close(obj["host"].close)
+    return obj["host"]
+
+
+def _echo_json(value) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+@click.group(cls=Main)
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.version_option(package_name="connector")
+def main(verbose: int) -> None:
+    """Wire triggers in one service to actions in another: a self-hosted Zapier, in Python."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# -- serve, demo, sandbox ---------------------------------------------------------------------
+
+@main.command()
+@click.option("--host", "address", default=None, help="Address to bind (CONNECTOR_HOST).")
+@click.option("--port", type=int, default=None, help="Port to bind (CONNECTOR_PORT, 8080).")
+@click.pass_context
+def serve(ctx, address, port):
+    """Receive webhooks, run polls and execute runs until interrupted."""
+    from .runtime import Runtime
+
+    logging.getLogger("connector").setLevel(min(logging.getLogger().level, logging.INFO))
+    host = _host(ctx)
+    runtime = Runtime(host)
+    click.echo(f"connector: serving on http://{address or host.settings.host}:"
+               f"{port or host.settings.port} (Ctrl-C to stop)")
+    try:
+        runtime.serve_forever(address, port)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise UserError(f"cannot listen on port {port or host.settings.port}: {exc.strerror}")
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Keep the temporary directory (database, logs).")
+@click.option("--examples", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Folder of flow files (default: the bundled examples/flows).")
+def demo(keep, examples):
+    """Run the three example flows end to end against the bundled sandbox."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(keep=keep, examples=examples))
+
+
+@main.command()
+@click.option("--host", "address", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8090, show_default=True)
+@click.option("--call-delay", type=float, default=2.0, show_default=True,
+              help="Seconds before a triggered Samora call finishes.")
+def sandbox(address, port, call_delay):
+    """Serve the offline emulators of the services on loopback."""
+    from .sandbox import Sandbox
+
+    box = Sandbox(call_delay=call_delay)
+    root = f"http://{address}:{port}"
+    click.echo(f"sandbox: serving on {root}")
+    for app, info in box.connections().items():
+        fields = " ".join(f"--field {k}={v}" for k, v in info["credentials"].items())
+        base = info["base_url"].replace(box.root_placeholder, root) if hasattr(
+            box, "root_placeholder") else info["base_url"]
+        click.echo(f"  connector connections add {app} --app {app} --base-url {base} {fields}")
+    try:
+        box.serve_forever(address, port)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+def keygen():
+    """Print a new CONNECTOR_SECRET_KEY for encrypting credentials."""
+    from .crypto import new_key
+
+    click.echo(new_key())
+
+
+# -- plugins ------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def plugins(as_json):
+    """List the loaded apps, triggers and actions and the plugin that registered each."""
+    from .registry import build_catalog, make_manager
+
+    settings = Settings.from_env()
+    catalog = build_catalog(make_manager(settings.load_plugins, settings.block_plugins))
+    rows = catalog.describe()
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        extra = f" ({row['type']})" if row.get("type") else ""
+        click.echo(f"{row['kind']:<8} {row['key']:<32} {row['label']}{extra}  "
+                   f"[plugin {row['plugin']}]")
+
+
+# -- connections --------------------------------------------------------------------------------
+
+@main.group()
+def connections():
+    """Add, list and test credentials for apps."""
+
+
+def _fields(pairs) -> dict:
+    data = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UserError(f"--field {pair!r}: expected NAME=VALUE")
+        data[name] = value
+    return data
+
+
+@connections.command("add")
+@click.argument("name")
+@click.option("--app", "app_key", required=True, help="The app key, e.g. samora.")
+@click.option("--field", "pairs", multiple=True, help="A credential as NAME=VALUE (repeat).")
+@click.option("--base-url", default=None, help="Override the service's base URL.")
+@click.option("--replace", is_flag=True, help="Overwrite a connection of the same name.")
+@click.pass_context
+def connections_add(ctx, name, app_key, pairs, base_url, replace):
+    """Store a connection (credentials are encrypted at rest; prompted when missing)."""
+    host = _host(ctx)
+    app = host.catalog.app(app_key)
+    data = _fields(pairs)
+    for fname, fld in app.Credentials().fields.items():
+        key = fld.data_key or fname
+        if key not in data and fld.required and sys.stdin.isatty():
+            data[key] = click.prompt(fld.metadata.get("label", key),
+                                     hide_input=bool(fld.metadata.get("secret")))
+    conn = host.add_connection(name, app_key, data, base_url, replace=replace)
+    click.echo(f"connection {conn.name} ({conn.app}) saved")
+
+
+@connections.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def connections_list(ctx, as_json):
+    """List connections (never their secrets)."""
+    from .store import Connection
+
+    _host(ctx)
+    rows = [{"name": c.name, "app": c.app, "base_url": c.base_url,
+             "created_at": c.created_at.isoformat()} for c in
+            Connection.select().order_by(Connection.name)]
+    if as_json:
+        _echo_json(rows)
+    for row in rows if not as_json else []:
+        click.echo(f"{row['name']:<24} {row['app']:<16} {row['base_url'] or '(default URL)'}")
+
+
+@connections.command("test")
+@click.argument("name")
+@click.pass_context
+def connections_test(ctx, name):
+    """Call the service with the connection's credentials; show the service's own error."""
+    from .errors import APIError
+
+    host = _host(ctx)
+    try:
+        result = host.test_connection(name)
+    except APIError as exc:
+        raise UserError(f"connection {name} failed: {exc}") from None
+    click.echo(f"connection {name}: ok {json.dumps(result, default=str)}")
+
+
+# -- flows -------------------------------------------------------------------------------------
+
+@main.group()
+def flows():
+    """Add flows from YAML files, list, export, switch on and off."""
+
+
+@flows.command("add")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--enable", is_flag=True, help="Switch each flow on after saving it.")
+@click.pass_context
+def flows_add(ctx, files, enable):
+    """Validate and save flows from YAML files (a flow of the same name is replaced)."""
+    from . import flows as flows_mod
+
+    host = _host(ctx)
+    for path in files:
+        data = flows_mod.load_file(path)
+        try:
+            flow = flows_mod.save(host, data)
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
+        click.echo(f"flow {flow.name} saved from {path}")
+        if enable or data.get("enabled"):
+            _enable(host, flow, backfill=False)
+
+
+def _enable(host, flow, backfill):
+    from . import flows as flows_mod
+    from .store import TriggerState
+
+    flows_mod.enable(host, flow, backfill=backfill)
+    click.echo(f"flow {flow.name} is on")
+    trigger = host.catalog.trigger(flow.trigger_key)
+    if getattr(trigger, "kind", "") == "webhook":
+        click.echo(f"  webhook URL: {flows_mod.webhook_url(host, flow)}")
+        state = TriggerState.get(TriggerState.flow == flow)
+        sub = host.box.open(state.sealed_subscription) if state.sealed_subscription else {}
+        if getattr(trigger, "manual_setup", False) and sub.get("secret"):
+            click.echo(f"  signing secret: {sub['secret']}")
+            click.echo(f"  paste both into {host.catalog.app(trigger.app).label}'s webhook "
+                       "settings; the secret is shown again by: connector flows secret "
+                       f"{flow.name}")
+
+
+@flows.command("enable")
+@click.argument("name")
+@click.option("--backfill", is_flag=True,
+              help="Fire for items that already exist instead of recording them as seen.")
+@click.pass_context
+def flows_enable(ctx, name, backfill):
+    """Switch a flow on (subscribes its webhook, or records existing items as seen)."""
+    from . import flows as flows_mod
+
+    host = _host(ctx)
+    _enable(host, flows_mod.get(name), backfill)
+
+
+@flows.command("disable")
+@click.argument("name")
+@click.pass_context
+def flows_disable(ctx, name):
+    """Switch a flow off (removes its webhook subscription)."""
+    from . import flows as flows_mod
+
+    host = _host(ctx)
+    for warning in flows_mod.disable(host, flows_mod.get(name)):
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"flow {name} is off")
+
+
+@flows.command("secret")
+@click.argument("name")
+@click.pass_context
+def flows_secret(ctx, name):
+    """Print the webhook URL and signing secret of a flow you set up by hand."""
+    from . import flows as flows_mod
+    from .store import TriggerState
+
+    host = _host(ctx)
+    flow = flows_mod.get(name)
+    state = TriggerState.get_or_none(TriggerState.flow == flow)
+    sub = host.box.open(state.sealed_subscription) if state and state.sealed_subscription else {}
+    if not sub.get("secret"):
+        raise UserError(f"flow {name} has no signing secret (is it on, with a webhook trigger?)")
+    click.echo(f"webhook URL: {flows_mod.webhook_url(host, flow)}")
+    click.echo(f"signing secret: {sub['secret']}")
+
+
+@flows.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def flows_list(ctx, as_json):
+    """List flows with their trigger, state and run counts."""
+    from peewee import fn
+
+    from .store import Flow, Run
+
+    _host(ctx)
+    rows = []
+    for flow in Flow.select().order_by(Flow.name):
+        counts = {r.status: r.n for r in Run.select(Run.status, fn.COUNT(Run.id).alias("n"))
+                  .where(Run.flow == flow).group_by(Run.status)}
+        rows.append({"name": flow.name, "trigger": flow.trigger_key,
+                     "enabled": flow.enabled, "runs": counts})
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        runs = ", ".join(f"{k} {v}" for k, v in sorted(row["runs"].items())) or "no runs"
+        click.echo(f"{row['name']:<28} {'on ' if row['enabled'] else 'off'} "
+                   f"{row['trigger']:<30} {runs}")
+
+
+@flows.command("export")
+@click.argument("name")
+@click.pass_context
+def flows_export(ctx, name):
+    """Print a flow as the YAML that `flows add` loads."""
+    from . import flows as flows_mod
+
+    _host(ctx)
+    click.echo(yaml.safe_dump(flows_mod.export(flows_mod.get(name)), sort_keys=False), nl=False)
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+@main.group()
+def runs():
+    """Inspect and replay runs."""
+
+
+@runs.command("list")
+@click.option("--flow", "flow_name", default=None)
+@click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed",
+                                             "filtered"]), default=None)
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def runs_list(ctx, flow_name, status, limit, as_json):
+    """List recent runs, newest first."""
+    from . import flows as flows_mod
+    from .store import Run
+
+    _host(ctx)
+    query = Run.select().order_by(Run.id.desc()).limit(limit)
+    if flow_name:
+        query = query.where(Run.flow == flows_mod.get(flow_name))
+    if status:
+        query = query.where(Run.status == status)
+    rows = [_run_row(r) for r in query]
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        took = f"{row['duration_ms']:.0f} ms" if row["duration_ms"] is not None else "-"
+        click.echo(f"{row['id']:>6} {row['flow']:<28} {row['status']:<10} {row['created_at']} "
+                   f"{took:>9}  {row['error'] or ''}")
+
+
+def _run_row(run) -> dict:
+    duration = None
+    if run.finished_at and run.started_at:
+        duration = (run.finished_at - run.started_at).total_seconds() * 1000
+    return {"id": run.id, "flow": run.flow.name, "status": run.status,
+            "created_at": run.created_at.isoformat(timespec="seconds"),
+            "duration_ms": duration, "attempts": run.attempts, "error": run.error}
+
+
+@runs.command("show")
+@click.argument("run_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def runs_show(ctx, run_id, as_json):
+    """Show a run: the trigger item and each step's inputs, output, error and attempts."""
+    from .store import Run, StepAttempt, StepRun
+
+    _host(ctx)
+    run = Run.get_or_none(Run.id == run_id)
+    if run is None:
+        raise UserError(f"no run with id {run_id}")
+    data = _run_row(run)
+    data["item"] = run.item
+    data["steps"] = [{"name": s.name, "action": s.action_key, "status": s.status,
+                      "attempts": s.attempts, "inputs": s.inputs, "output": s.output,
+                      "error": s.error,
+                      "history": [{"attempt": a.number, "status": a.status, "error": a.error,
+                                   "duration_ms": a.duration_ms,
+                                   "started_at": a.started_at.isoformat()}
+                                  for a in s.attempt_log.order_by(StepAttempt.number)]}
+                     for s in StepRun.select().where(StepRun.run == run)
+                     .order_by(StepRun.position)]
+    if as_json:
+        _echo_json(data)
+        return
+    click.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=False), nl=False)
+
+
+@runs.command("replay")
+@click.argument("run_ids", type=int, nargs=-1)
+@click.option("--all-failed", "flow_name", default=None, metavar="FLOW",
+              help="Replay every failed run of FLOW.")
+@click.option("--force-key", is_flag=True,
+              help="Release a pending idempotency key first (after checking the service).")
+@click.pass_context
+def runs_replay(ctx, run_ids, flow_name, force_key):
+    """Queue failed runs again from their failed step; `connector serve` executes them."""
+    from . import engine
+    from . import flows as flows_mod
+    from .store import Run
+
+    _host(ctx)
+    ids = list(run_ids)
+    if flow_name:
+        flow = flows_mod.get(flow_name)
+        ids += [r.id for r in Run.select(Run.id).where(
+            (Run.flow == flow) & (Run.status == Run.FAILED))]
+    if not ids:
+        raise UserError("give run ids or --all-failed FLOW")
+    for run_id in ids:
+        engine.replay(run_id, force_key=force_key)
+        click.echo(f"run {run_id} queued again")

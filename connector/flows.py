@@ -1,0 +1,321 @@
+"""Flow definitions: load a YAML file, validate it against the catalog, save, export, switch.
+
+One model, two views: a flow saved from YAML exports back to the same YAML shape::
+
+    name: new-contact-call
+    trigger: {key: contacts_api.new_contact, connection: contacts, poll_interval: 30}
+    steps:
+      - name: call
+        action: samora.trigger_call
+        connection: samora
+        inputs: {agent_id: "...", to_number: "{{ trigger.phone }}"}
+        filter: [{field: trigger.phone, op: exists}]
+
+Every error names the place in the file (``steps[0].inputs.to_number``) and what was expected.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+
+import yaml
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+
+from . import conditions, store, templates
+from .errors import APIError, FlowError, NotFound, UserError
+from .host import Host
+from .sdk import PollTrigger, TriggerContext, WebhookTrigger
+from .store import Connection, Flow, Step, TriggerState, utcnow
+
+NAME = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+                       error="expected letters, digits, '-', '_' or '.', up to 100 characters")
+STEP_NAME = validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                            error="expected an identifier (letters, digits, '_')")
+_STEP_REF = re.compile(r"steps\.([A-Za-z_][A-Za-z0-9_]*)")
+
+
+class TriggerSpec(Schema):
+    key = fields.String(required=True)
+    connection = fields.String(load_default=None)
+    inputs = fields.Dict(keys=fields.String(), load_default=dict)
+    poll_interval = fields.Integer(load_default=None, validate=validate.Range(min=5, max=86400))
+
+
+class StepSpec(Schema):
+    name = fields.String(load_default=None, validate=STEP_NAME)
+    action = fields.String(required=True)
+    connection = fields.String(load_default=None)
+    inputs = fields.Dict(keys=fields.String(), load_default=dict)
+    filter = fields.Raw(load_default=None)
+
+
+class FlowSpec(Schema):
+    name = fields.String(required=True, validate=NAME)
+    description = fields.String(load_default="")
+    enabled = fields.Boolean(load_default=None)
+    trigger = fields.Nested(TriggerSpec, required=True)
+    steps = fields.List(fields.Nested(StepSpec), required=True,
+                        validate=validate.Length(min=1, error="expected at least one step"))
+
+
+def load_file(path: str | Path) -> dict:
+    """Read a flow file; raise UserError naming the file and the line for bad YAML."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping with name, trigger and steps")
+    return data
+
+
+def _messages(err: ValidationError) -> str:
+    first = []
+
+    def walk(messages, path):
+        if first:
+            return
+        if isinstance(messages, dict):
+            for key, value in messages.items():
+                sub = f"{path}[{key}]" if isinstance(key, int) else (
+                    f"{path}.{key}" if path else str(key))
+                walk(value, sub)
+        elif isinstance(messages, list) and messages and isinstance(messages[0], str):
+            first.append(f"{path}: {messages[0]}" if path else messages[0])
+
+    walk(err.messages, "")
+    return first[0] if first else str(err.messages)
+
+
+def validate_definition(host: Host, data: dict) -> dict:
+    """Return the normalized definition or raise FlowError naming the first bad field."""
+    try:
+        spec = FlowSpec().load(data)
+    except ValidationError as err:
+        raise FlowError(_messages(err)) from None
+    catalog = host.catalog
+    trig = spec["trigger"]
+    try:
+        trigger_cls = type(catalog.trigger(trig["key"]))
+    except NotFound as exc:
+        raise FlowError(str(exc), "trigger.key") from None
+    try:
+        trig["inputs"] = trigger_cls.Inputs().load(trig["inputs"])
+    except ValidationError as err:
+        raise FlowError(_messages(err), "trigger.inputs") from None
+    trig["connection"] = _resolve_connection(host, trig["connection"], trigger_cls.app,
+                                             "trigger.connection")
+    if trig["poll_interval"] is None and issubclass(trigger_cls, PollTrigger):
+        trig["poll_interval"] = trigger_cls.default_interval
+    seen: list[str] = []
+    for i, step in enumerate(spec["steps"]):
+        where = f"steps[{i}]"
+        try:
+            action = catalog.action(step["action"])
+        except NotFound as exc:
+            raise FlowError(str(exc), f"{where}.action") from None
+        name = step["name"] or _default_name(step["action"], seen)
+        if name in seen:
+            raise FlowError(f"step name {name!r} is used twice", f"{where}.name")
+        step["name"] = name
+        _check_inputs(type(action), step["inputs"], f"{where}.inputs")
+        for ref in _STEP_REF.findall(str(step["inputs"]) + str(step["filter"] or "")):
+            if ref not in seen:
+                raise FlowError(f"refers to step {ref!r}, which is not an earlier step",
+                                f"{where}.inputs")
+        if step["filter"] is not None:
+            conditions.validate(step["filter"], f"{where}.filter")
+        step["connection"] = (_resolve_connection(host, step["connection"], action.app,
+                                                  f"{where}.connection")
+                              if action.needs_connection else None)
+        seen.append(name)
+    return spec
+
+
+def _default_name(action_key: str, taken: list[str]) -> str:
+    base = re.sub(r"\W", "_", action_key.rsplit(".", 1)[-1]) or "step"
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}_{n}", n + 1
+    return name
+
+
+def _check_inputs(action_cls, inputs: dict, where: str) -> None:
+    schema = action_cls.Inputs()
+    known = {fld.data_key or name: fld for name, fld in schema.fields.items()}
+    for key in inputs:
+        if key not in known:
+            raise FlowError(f"unknown input; {action_cls.key} takes: {', '.join(known)}",
+                            f"{where}.{key}")
+    for key, fld in known.items():
+        if fld.required and key not in inputs:
+            raise FlowError(f"required input of {action_cls.key} is missing", f"{where}.{key}")
+    templates.check(inputs, where)
+    # Literal values can be checked now, field by field; schema-wide rules wait for the run,
+    # when templates have been rendered.
+    for key, value in inputs.items():
+        if _has_template(value):
+            continue
+        try:
+            known[key].deserialize(value, key, inputs)
+        except ValidationError as err:
+            message = err.messages[0] if isinstance(err.messages, list) else str(err.messages)
+            raise FlowError(str(message), f"{where}.{key}") from None
+
+
+def _has_template(value) -> bool:
+    return "{{" in str(value) or "{%" in str(value)
+
+
+def _resolve_connection(host: Host, name: str | None, app_key: str, where: str) -> str | None:
+    app = host.catalog.app(app_key)
+    if not app.Credentials().fields:
+        return name
+    if name is None:
+        candidates = [c.name for c in Connection.select().where(Connection.app == app_key)]
+        if len(candidates) == 1:
+            return candidates[0]
+        hint = f"one of {', '.join(candidates)}" if candidates else (
+            f"add one with: connector connections add NAME --app {app_key}")
+        raise FlowError(f"expected the name of a {app_key} connection ({hint})", where)
+    conn = Connection.get_or_none(Connection.name == name)
+    if conn is None:
+        raise FlowError(f"no connection named {name!r} "
+                        f"(add one with: connector connections add {name} --app {app_key})",
+                        where)
+    if conn.app != app_key:
+        raise FlowError(f"connection {name!r} is for app {conn.app}, expected {app_key}", where)
+    return name
+
+
+def save(host: Host, data: dict) -> Flow:
+    """Validate and store a definition, replacing the steps of a flow of the same name."""
+    spec = validate_definition(host, data)
+    trig = spec["trigger"]
+    conn = lambda name: host.connection(name) if name else None  # noqa: E731
+    with store.write_tx():
+        flow = Flow.get_or_none(Flow.name == spec["name"])
+        if flow is None:
+            flow = Flow(name=spec["name"], webhook_token=secrets.token_urlsafe(24))
+        elif flow.enabled and (flow.trigger_key != trig["key"] or
+                               flow.trigger_inputs != trig["inputs"]):
+            raise FlowError("switch the flow off before changing its trigger", "trigger")
+        flow.description = spec["description"]
+        flow.trigger_key = trig["key"]
+        flow.trigger_connection = conn(trig["connection"])
+        flow.trigger_inputs = trig["inputs"]
+        flow.poll_interval = trig["poll_interval"] or 60
+        flow.updated_at = utcnow()
+        flow.save()
+        Step.delete().where(Step.flow == flow).execute()
+        for position, step in enumerate(spec["steps"]):
+            Step.create(flow=flow, position=position, name=step["name"],
+                        action_key=step["action"], connection=conn(step["connection"]),
+                        inputs=step["inputs"], filter=step["filter"])
+        TriggerState.insert(flow=flow).on_conflict_ignore().execute()
+    return flow
+
+
+def export(flow: Flow) -> dict:
+    """Return the flow as the YAML-shaped definition that :func:`save` accepts."""
+    trigger = {"key": flow.trigger_key}
+    if flow.trigger_connection_id:
+        trigger["connection"] = flow.trigger_connection.name
+    if flow.trigger_inputs:
+        trigger["inputs"] = flow.trigger_inputs
+    trigger["poll_interval"] = flow.poll_interval
+    steps = []
+    for step in flow.steps.order_by(Step.position):
+        entry = {"name": step.name, "action": step.action_key}
+        if step.connection_id:
+            entry["connection"] = step.connection.name
+        entry["inputs"] = step.inputs
+        if step.filter is not None:
+            entry["filter"] = step.filter
+        steps.append(entry)
+    data = {"name": flow.name}
+    if flow.description:
+        data["description"] = flow.description
+    data.update(trigger=trigger, steps=steps)
+    return data
+
+
+def get(name: str) -> Flow:
+    flow = Flow.get_or_none(Flow.name == name)
+    if flow is None:
+        known = ", ".join(f.name for f in Flow.select().order_by(Flow.name))
+        raise NotFound(f"no flow named {name!r}; known: {known or 'none'}")
+    return flow
+
+
+def webhook_url(host: Host, flow: Flow) -> str:
+    return f"{host.settings.webhook_base()}/hooks/{flow.webhook_token}"
+
+
+def trigger_context(host: Host, flow: Flow, state: TriggerState | None = None) -> TriggerContext:
+    conn = flow.trigger_connection if flow.trigger_connection_id else None
+    return TriggerContext(flow_name=flow.name, inputs=dict(flow.trigger_inputs or {}),
+                          client=host.client(conn),
+                          state=dict((state.cursor if state else None) or {}))
+
+
+def enable(host: Host, flow: Flow, backfill: bool = False) -> Flow:
+    """Switch a flow on: subscribe its webhook, or prime its poll so old items never fire.
+
+    With ``backfill`` a poll trigger skips priming and fires for what it finds now.
+    """
+    if flow.enabled:
+        return flow
+    trigger = host.catalog.trigger(flow.trigger_key)
+    state, _ = TriggerState.get_or_create(flow=flow)
+    ctx = trigger_context(host, flow, state)
+    try:
+        if isinstance(trigger, WebhookTrigger):
+            subscription = trigger.subscribe(ctx, webhook_url(host, flow)) or {}
+            state.sealed_subscription = host.box.seal(subscription)
+        elif isinstance(trigger, PollTrigger) and not backfill:
+            from .intake import prime
+            prime(host, flow, trigger, ctx, state)
+    except APIError as exc:
+        raise UserError(f"flow {flow.name}: cannot switch on: {exc}") from None
+    finally:
+        if ctx.client:
+            ctx.client.close()
+    with store.write_tx():
+        state.primed = True
+        state.updated_at = utcnow()
+        state.save()
+        flow.enabled, flow.enabled_at, flow.updated_at = True, utcnow(), utcnow()
+        flow.save()
+    return flow
+
+
+def disable(host: Host, flow: Flow) -> list[str]:
+    """Switch a flow off, removing its webhook subscription; return warnings, if any."""
+    warnings: list[str] = []
+    trigger = host.catalog.trigger(flow.trigger_key)
+    state, _ = TriggerState.get_or_create(flow=flow)
+    if isinstance(trigger, WebhookTrigger) and state.sealed_subscription:
+        ctx = trigger_context(host, flow, state)
+        try:
+            trigger.unsubscribe(ctx, host.box.open(state.sealed_subscription))
+        except APIError as exc:
+            warnings.append(f"flow {flow.name}: the service kept the webhook: {exc}")
+        finally:
+            if ctx.client:
+                ctx.client.close()
+    with store.write_tx():
+        state.sealed_subscription = None
+        state.updated_at = utcnow()
+        state.save()
+        flow.enabled, flow.updated_at = False, utcnow()
+        flow.save()
+    return warnings

@@ -1,0 +1,112 @@
+"""The Host: settings, database, plugin catalog and credentials, wired once per process.
+
+Every entry point (CLI, web app, scheduler, tests) builds one Host and passes it down; nothing
+is global except the Peewee database proxy that :func:`connector.store.init_db` binds.
+"""
+from __future__ import annotations
+
+import logging
+
+from marshmallow import ValidationError
+
+from . import store
+from .config import Settings
+from .crypto import load_box
+from .errors import NotFound, UserError
+from .http import ApiClient
+from .registry import Catalog, build_catalog, make_manager
+from .store import Connection, utcnow
+
+log = logging.getLogger("connector")
+
+
+def validation_message(err: ValidationError, prefix: str = "") -> str:
+    """Flatten marshmallow's messages into one line: 'to_number: Missing data ...'."""
+    parts = []
+
+    def walk(messages, path):
+        if isinstance(messages, dict):
+            for key, value in messages.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
+            parts.append(f"{path}: {' '.join(messages)}" if path else " ".join(messages))
+        elif isinstance(messages, list):
+            for i, value in enumerate(messages):
+                walk(value, f"{path}[{i}]")
+        else:
+            parts.append(f"{path}: {messages}")
+
+    walk(err.messages, prefix)
+    return "; ".join(parts)
+
+
+class Host:
+    """One process's view of the connector: build it, then hand it to everything else."""
+
+    def __init__(self, settings: Settings | None = None, extra_plugins: list | None = None,
+                 catalog: Catalog | None = None):
+        self.settings = settings or Settings.from_env()
+        if catalog is None:
+            self.pm = make_manager(self.settings.load_plugins, self.settings.block_plugins,
+                                   extra_plugins)
+            catalog = build_catalog(self.pm)
+        self.catalog = catalog
+        self.database = store.init_db(self.settings.database_url)
+        self.box = load_box(self.settings)
+
+    # connections -------------------------------------------------------------------------
+    def add_connection(self, name: str, app_key: str, credentials: dict,
+                       base_url: str | None = None, replace: bool = False) -> Connection:
+        """Validate ``credentials`` against the app's schema and store them sealed."""
+        if not name or not name.strip():
+            raise UserError("connection name: expected a non-empty name")
+        app = self.catalog.app(app_key)
+        try:
+            creds = app.Credentials().load(credentials)
+        except ValidationError as err:
+            raise UserError(f"connection {name}: {validation_message(err)}") from None
+        if base_url is not None and not base_url.startswith(("http://", "https://")):
+            raise UserError(f"connection {name}: base_url: expected an http(s) URL")
+        if not base_url and not app.base_url:
+            raise UserError(f"connection {name}: base_url: required, {app.label} has no "
+                            "public default host")
+        existing = Connection.get_or_none(Connection.name == name)
+        if existing and not replace:
+            raise UserError(f"connection {name!r} already exists (use --replace to overwrite)")
+        with store.write_tx():
+            if existing:
+                existing.app, existing.base_url = app_key, base_url
+                existing.sealed, existing.updated_at = self.box.seal(creds), utcnow()
+                existing.save()
+                return existing
+            return Connection.create(name=name, app=app_key, base_url=base_url,
+                                     sealed=self.box.seal(creds))
+
+    def connection(self, name: str) -> Connection:
+        conn = Connection.get_or_none(Connection.name == name)
+        if conn is None:
+            known = ", ".join(c.name for c in Connection.select().order_by(Connection.name))
+            raise NotFound(f"no connection named {name!r}; known: {known or 'none'}")
+        return conn
+
+    def credentials(self, conn: Connection) -> dict:
+        return self.box.open(conn.sealed)
+
+    def client(self, conn: Connection | None) -> ApiClient | None:
+        """Return an API client for ``conn`` (None for actions that need no connection)."""
+        if conn is None:
+            return None
+        return ApiClient(self.catalog.app(conn.app), self.credentials(conn), conn.base_url)
+
+    def test_connection(self, name: str) -> dict:
+        """Run the app's credential test; APIError carries the service's own message."""
+        conn = self.connection(name)
+        client = self.client(conn)
+        try:
+            return client.app.test(client) or {}
+        finally:
+            client.close()
+
+    def close(self) -> None:
+        if not self.database.is_closed():
+            self.database.close()

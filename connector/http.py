@@ -1,0 +1,142 @@
+"""The HTTP client every plugin gets: one session per connection, a timeout on every call,
+and the one place where HTTP outcomes become RetriableAPIError or FatalAPIError.
+
+No retry loop lives here: a retriable failure goes back to the engine, which persists the
+attempt and reschedules the step (honouring ``retry_after``), so a crash between attempts
+loses nothing and a POST is never silently repeated.
+"""
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any, Mapping
+from urllib.parse import urljoin
+
+import requests
+
+from .errors import FatalAPIError, RetriableAPIError
+from .sdk import App, OutgoingRequest
+
+RETRIABLE_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+USER_AGENT = "connector/0.1 (+https://github.com/connector)"
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Return seconds to wait from Retry-After (seconds or HTTP date) or X-RateLimit-Reset."""
+    now = time.time() if now is None else now
+    value = headers.get("Retry-After")
+    if value:
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            when = None
+        if when is not None:
+            return max(0.0, when.timestamp() - now)
+    reset = headers.get("X-RateLimit-Reset")
+    if reset:
+        try:
+            number = float(reset)
+        except ValueError:
+            return None
+        # Epoch seconds when large, else a delta in seconds (both conventions exist).
+        return max(0.0, number - now) if number > 1e9 else max(0.0, number)
+    return None
+
+
+class ApiClient:
+    """Call one app with one connection's credentials; return parsed JSON or raise APIError."""
+
+    def __init__(self, app: App, credentials: Mapping[str, Any], base_url: str | None = None,
+                 session: requests.Session | None = None, timeout: float | None = None):
+        self.app = app
+        self.credentials = dict(credentials)
+        self.base_url = (base_url or app.base_url).rstrip("/") + "/"
+        self.session = session or requests.Session()
+        self.session.headers.setdefault("User-Agent", USER_AGENT)
+        self.timeout = timeout or app.timeout
+
+    def url(self, path: str) -> str:
+        return urljoin(self.base_url, path.lstrip("/"))
+
+    def request(self, method: str, path: str, *, params: Mapping | None = None,
+                json: Any = None, headers: Mapping | None = None, auth: str | None = None,
+                expect_json: bool = True) -> Any:
+        """Send one request; 2xx returns the parsed body (None when empty)."""
+        outgoing = OutgoingRequest(method.upper(), path, dict(headers or {}),
+                                   dict(params or {}), auth)
+        self.app.authenticate(outgoing, self.credentials)
+        try:
+            response = self.session.request(
+                outgoing.method, self.url(path), params=outgoing.params or None, json=json,
+                headers=outgoing.headers, timeout=self.timeout, allow_redirects=False,
+            )
+        except requests.ConnectTimeout:
+            raise RetriableAPIError(f"cannot reach {self.app.label}: connect timed out") from None
+        except requests.Timeout:
+            raise RetriableAPIError(f"{self.app.label} did not answer within {self.timeout:g} s",
+                                    maybe_applied=True) from None
+        except requests.ConnectionError as exc:
+            reason = _reason(exc)
+            raise RetriableAPIError(f"cannot reach {self.app.label}: {reason}",
+                                    maybe_applied=reason not in _NOT_SENT) from None
+        return self._result(response, expect_json)
+
+    def get(self, path: str, **kwargs):
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs):
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs):
+        return self.request("PUT", path, **kwargs)
+
+    def patch(self, path: str, **kwargs):
+        return self.request("PATCH", path, **kwargs)
+
+    def delete(self, path: str, **kwargs):
+        return self.request("DELETE", path, **kwargs)
+
+    def _result(self, response: requests.Response, expect_json: bool):
+        body = _body(response)
+        if 200 <= response.status_code < 300:
+            if expect_json and body is not None and not isinstance(body, (dict, list)):
+                raise FatalAPIError(f"{self.app.label} answered with a body that is not JSON",
+                                    status=response.status_code)
+            return body
+        code, message = self.app.error_details(response.status_code, body)
+        status = response.status_code
+        if status in RETRIABLE_STATUSES:
+            raise RetriableAPIError(message, status=status, code=code,
+                                    retry_after=parse_retry_after(response.headers))
+        if 300 <= status < 400:
+            message = f"unexpected redirect to {response.headers.get('Location', '?').split('?')[0]}"
+        raise FatalAPIError(message, status=status, code=code)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _body(response: requests.Response):
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+_NOT_SENT = {"connection refused", "name or service not known", "failed to establish"}
+
+
+def _reason(exc: Exception) -> str:
+    """Describe a connection error without the URL (it may carry a key in its query)."""
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "Failed to establish",
+                   "timed out",
+                   "Connection reset", "Remote end closed", "certificate verify failed"):
+        if marker.lower() in text.lower():
+            return marker.lower()
+    return exc.__class__.__name__

@@ -1,0 +1,157 @@
+"""Turn trigger items into queued runs: polls, priming, webhook requests.
+
+The rule that makes duplicates harmless lives here: an item's dedupe key goes into the
+seen-items ledger (unique per flow) in the same transaction that creates its queued run, so
+a repeated delivery or an overlapping poll creates nothing, and a crash creates both or
+neither.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+from peewee import IntegrityError
+
+from . import store
+from .errors import APIError, SignatureError
+from .host import Host
+from .sdk import PollTrigger, Trigger, TriggerContext, WebhookRequest, WebhookTrigger
+from .store import Flow, Run, SeenItem, TriggerState, fit_key, utcnow
+
+log = logging.getLogger("connector.intake")
+
+
+@dataclass
+class Intake:
+    """What one poll or one webhook request produced."""
+
+    created: list[int] = field(default_factory=list)
+    duplicates: int = 0
+    primed: int = 0
+
+
+def _expires(trigger: Trigger) -> dt.datetime | None:
+    return None if trigger.dedupe_ttl is None else utcnow() + dt.timedelta(
+        seconds=trigger.dedupe_ttl)
+
+
+def _keyed(trigger: Trigger, items: list[dict]) -> list[tuple[str, dict]]:
+    keyed = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise ValueError(f"trigger {trigger.key} produced an item that is not a mapping")
+        keyed.append((fit_key(trigger.dedupe_key(item)), item))
+    return keyed
+
+
+def ingest(flow: Flow, trigger: Trigger, keyed: list[tuple[str, dict]],
+           state: TriggerState | None = None, cursor: dict | None = None) -> Intake:
+    """Record each (key, item) in the ledger and queue its run, all in one transaction.
+
+    ``cursor``, when given, is saved to ``state`` in the same transaction, so a crash between
+    the fetch and the save re-fetches items that the ledger then drops.
+    """
+    result = Intake()
+    expires = _expires(trigger)
+    with store.write_tx():
+        for key, item in keyed:
+            try:
+                with store.db.atomic():  # a savepoint: one duplicate must not undo the rest
+                    SeenItem.insert(flow=flow, key=key, expires_at=expires).execute()
+                    run = Run.create(flow=flow, item=item, dedupe_key=key)
+            except IntegrityError:
+                result.duplicates += 1
+                continue
+            result.created.append(run.id)
+        if state is not None and cursor is not None:
+            TriggerState.update(cursor=cursor, last_poll_at=utcnow(), last_error=None,
+                                updated_at=utcnow()).where(TriggerState.id == state.id).execute()
+    return result
+
+
+def prime(host: Host, flow: Flow, trigger: PollTrigger, ctx: TriggerContext,
+          state: TriggerState) -> Intake:
+    """Record what the service holds now as already seen, firing nothing."""
+    items = trigger.poll(ctx)
+    keyed = _keyed(trigger, items)
+    expires = _expires(trigger)
+    with store.write_tx():
+        for key, _item in keyed:
+            SeenItem.insert(flow=flow, key=key, expires_at=expires).on_conflict_ignore().execute()
+        TriggerState.update(cursor=ctx.state, last_poll_at=utcnow(), last_error=None,
+                            updated_at=utcnow()).where(TriggerState.id == state.id).execute()
+    return Intake(primed=len(keyed))
+
+
+def poll_flow(host: Host, flow: Flow) -> Intake:
+    """Poll one enabled flow once; APIError is recorded on the trigger state and re-raised."""
+    from .flows import trigger_context
+
+    trigger = host.catalog.trigger(flow.trigger_key)
+    if not isinstance(trigger, PollTrigger):
+        raise ValueError(f"flow {flow.name}: trigger {flow.trigger_key} does not poll")
+    state, _ = TriggerState.get_or_create(flow=flow)
+    ctx = trigger_context(host, flow, state)
+    try:
+        if not state.primed:
+            result = prime(host, flow, trigger, ctx, state)
+            TriggerState.update(primed=True).where(TriggerState.id == state.id).execute()
+            return result
+        items = trigger.poll(ctx)
+        return ingest(flow, trigger, _keyed(trigger, items), state, ctx.state)
+    except APIError as exc:
+        TriggerState.update(last_error=str(exc), last_poll_at=utcnow()).where(
+            TriggerState.id == state.id).execute()
+        raise
+    finally:
+        if ctx.client:
+            ctx.client.close()
+
+
+@dataclass
+class Reply:
+    """The HTTP answer to a webhook request."""
+
+    status: int
+    body: dict
+
+
+def receive_webhook(host: Host, token: str, request: WebhookRequest) -> tuple[Reply, Intake]:
+    """Verify, parse and ingest one webhook request for the flow owning ``token``."""
+    flow = Flow.get_or_none(Flow.webhook_token == token)
+    if flow is None or not flow.enabled:
+        return Reply(404, _error("NOT_FOUND", "no enabled flow listens at this URL")), Intake()
+    trigger = host.catalog.trigger(flow.trigger_key)
+    if not isinstance(trigger, WebhookTrigger):
+        return Reply(404, _error("NOT_FOUND", "no enabled flow listens at this URL")), Intake()
+    state = TriggerState.get_or_none(TriggerState.flow == flow)
+    subscription = host.box.open(state.sealed_subscription) if (
+        state and state.sealed_subscription) else {}
+    ctx = TriggerContext(flow_name=flow.name, inputs=dict(flow.trigger_inputs or {}),
+                         state=dict((state.cursor if state else None) or {}))
+    try:
+        trigger.verify(ctx, request, subscription)
+    except SignatureError as exc:
+        log.warning("flow %s: webhook rejected: %s", flow.name, exc)
+        return Reply(401, _error("INVALID_SIGNATURE", str(exc))), Intake()
+    try:
+        items = trigger.parse(ctx, request)
+        keyed = []
+        for i, item in enumerate(items):
+            key = trigger.request_dedupe_key(item, request)
+            keyed.append((fit_key(f"{key}#{i}" if len(items) > 1 else key), item))
+    except (ValueError, KeyError, TypeError) as exc:
+        return Reply(400, _error("INVALID_PAYLOAD", _reason(exc))), Intake()
+    result = ingest(flow, trigger, keyed)
+    return Reply(200, {"accepted": len(result.created), "duplicates": result.duplicates}), result
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"payload is missing field {exc.args[0]!r}"
+    return str(exc)
+
+
+def _error(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}

@@ -1,0 +1,135 @@
+"""Build the plugin manager and the catalog of apps, triggers and actions.
+
+Everything, bundled plugins included, loads from the ``connector`` entry point group; nothing
+loads at import time. CONNECTOR_LOAD_PLUGINS (an allow-list of entry point names) and
+CONNECTOR_BLOCK_PLUGINS (a block-list) choose what loads.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import pluggy
+from marshmallow import Schema
+
+from . import hookspecs
+from .errors import NotFound, PluginError
+from .sdk import Action, App, Trigger
+
+GROUP = "connector"
+
+
+def make_manager(load: list[str] | None = None, block: list[str] | None = None,
+                 extra: list[object] | None = None) -> pluggy.PluginManager:
+    """Return a plugin manager holding the entry-point plugins (filtered) and ``extra`` ones."""
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    for name in block or []:
+        pm.set_blocked(name)
+    for ep in metadata.entry_points(group=GROUP):
+        if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
+            continue
+        if load is not None and ep.name not in load:
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # a broken third-party package must be named, not crash us
+            raise PluginError(f"plugin {ep.name} ({ep.value}) failed to import: {exc}") from exc
+        pm.register(plugin, name=ep.name)
+    for plugin in extra or []:
+        pm.register(plugin)
+    pm.check_pending()
+    return pm
+
+
+@dataclass
+class Entry:
+    kind: str
+    key: str
+    cls: type
+    plugin: str
+
+
+@dataclass
+class Catalog:
+    """The registry: every app, trigger and action, with the plugin that registered it."""
+
+    apps: dict[str, Entry] = field(default_factory=dict)
+    triggers: dict[str, Entry] = field(default_factory=dict)
+    actions: dict[str, Entry] = field(default_factory=dict)
+
+    def app(self, key: str) -> App:
+        return self._get(self.apps, "app", key)()
+
+    def trigger(self, key: str) -> Trigger:
+        return self._get(self.triggers, "trigger", key)()
+
+    def action(self, key: str) -> Action:
+        return self._get(self.actions, "action", key)()
+
+    @staticmethod
+    def _get(table: dict, kind: str, key: str):
+        entry = table.get(key)
+        if entry is None:
+            known = ", ".join(sorted(table)) or "none"
+            raise NotFound(f"unknown {kind} {key!r}; known: {known}")
+        return entry.cls
+
+    def entries(self) -> list[Entry]:
+        return [*self.apps.values(), *self.triggers.values(), *self.actions.values()]
+
+    def describe(self) -> list[dict]:
+        """Return the JSON-able listing `connector plugins --json` prints."""
+        rows = []
+        for entry in self.entries():
+            cls = entry.cls
+            row = {"kind": entry.kind, "key": entry.key,
+                   "app": entry.key if entry.kind == "app" else cls.app,
+                   "label": cls.label, "help": cls.help, "plugin": entry.plugin}
+            if entry.kind == "trigger":
+                row["type"] = cls.kind
+            if entry.kind != "app":
+                row["inputs"] = describe_schema(cls.Inputs)
+            rows.append(row)
+        return rows
+
+
+def describe_schema(schema_cls: type[Schema]) -> list[dict]:
+    """List a marshmallow schema's fields with label, help, required and secret flags."""
+    fields_ = []
+    for name, fld in schema_cls().fields.items():
+        meta = fld.metadata
+        fields_.append({"name": fld.data_key or name, "type": fld.__class__.__name__,
+                        "required": fld.required, "label": meta.get("label", name),
+                        "help": meta.get("help", ""), "secret": bool(meta.get("secret"))})
+    return fields_
+
+
+def build_catalog(pm: pluggy.PluginManager) -> Catalog:
+    """Call the register hooks and return the catalog, refusing duplicates and orphans."""
+    catalog = Catalog()
+
+    def registrar(kind: str, table: dict, base: type, plugin_name: str):
+        def register(cls):
+            if not (isinstance(cls, type) and issubclass(cls, base)):
+                raise PluginError(f"plugin {plugin_name} registered {cls!r} as {kind}, "
+                                  f"which is not a {base.__name__} subclass")
+            if not cls.key:
+                raise PluginError(f"plugin {plugin_name}: {kind} {cls.__name__} has no key")
+            if cls.key in table:
+                raise PluginError(f"{kind} key {cls.key!r} is registered by both plugin "
+                                  f"{table[cls.key].plugin} and plugin {plugin_name}")
+            table[cls.key] = Entry(kind, cls.key, cls, plugin_name)
+        return register
+
+    for hook, kind, table, base in (("register_apps", "app", catalog.apps, App),
+                                    ("register_triggers", "trigger", catalog.triggers, Trigger),
+                                    ("register_actions", "action", catalog.actions, Action)):
+        caller = getattr(pm.hook, hook)
+        for impl in caller.get_hookimpls():
+            impl.function(registrar(kind, table, base, impl.plugin_name))
+    for entry in [*catalog.triggers.values(), *catalog.actions.values()]:
+        if entry.cls.app not in catalog.apps:
+            raise PluginError(f"{entry.kind} {entry.key} (plugin {entry.plugin}) names app "
+                              f"{entry.cls.app!r}, which no plugin registers")
+    return catalog

@@ -1,0 +1,88 @@
+"""Run the whole embedded product in one process: web server, executor and scheduler.
+
+``connector serve`` blocks in :meth:`Runtime.serve_forever`; the demo and the end-to-end
+tests use :meth:`Runtime.start` (a background thread on an ephemeral port) and
+:meth:`Runtime.stop`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from .engine import Executor
+from .host import Host
+from .scheduler import Scheduler
+from .web import create_app
+
+log = logging.getLogger("connector")
+access_log = logging.getLogger("connector.access")
+
+
+class _AccessLog(WSGIRequestHandler):
+    """Log requests to connector.access at DEBUG instead of werkzeug's stderr lines."""
+
+    def log_request(self, code="-", size="-"):
+        access_log.debug('%s "%s" %s', self.address_string(), self.requestline, code)
+
+
+class Runtime:
+    """Own the server thread, the executor and the scheduler for one Host."""
+
+    def __init__(self, host: Host, scheduler: bool = True):
+        self.host = host
+        self.executor = Executor(host)
+        self.scheduler = Scheduler(host, self.executor) if scheduler else None
+        self.app = create_app(host, on_queued=self.executor.wake)
+        self._server = None
+        self._thread: threading.Thread | None = None
+
+    def bind(self, address: str | None = None, port: int | None = None) -> str:
+        """Bind the server socket; return the root URL (the port is known after binding)."""
+        settings = self.host.settings
+        address = address or settings.host
+        port = settings.port if port is None else port
+        self._server = make_server(address, port, self.app, threaded=True,
+                                   request_handler=_AccessLog)
+        bound = self._server.server_port
+        if bound != settings.port:
+            self.host.settings = dataclasses.replace(settings, port=bound)
+        return f"http://{address}:{bound}"
+
+    def start(self, address: str | None = None, port: int | None = 0) -> str:
+        """Start everything in background threads; return the root URL."""
+        url = self.bind(address, port)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="connector-http", daemon=True)
+        self._thread.start()
+        self._start_workers()
+        return url
+
+    def _start_workers(self) -> None:
+        self.executor.start()
+        if self.scheduler is not None:
+            self.scheduler.start()
+
+    def serve_forever(self, address: str | None = None, port: int | None = None) -> None:
+        """Serve in the foreground until interrupted, then stop cleanly."""
+        url = self.bind(address, port)
+        self._start_workers()
+        log.info("connector serving on %s (webhooks at %s/hooks/...)", url,
+                 self.host.settings.webhook_base())
+        try:
+            self._server.serve_forever()
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        if self._server is not None and self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(10)
+        if self._server is not None:
+            self._server.server_close()
+            self._server = None
+        self.executor.stop()

@@ -1,0 +1,104 @@
+"""APScheduler in-process: one poll job per enabled polling flow, and the due-runs job.
+
+:meth:`Scheduler.sync` reconciles jobs with the flows table (a flow switched on from another
+process is picked up within ``sync_interval`` seconds). :meth:`Scheduler.tick` does one round
+synchronously, which is how tests and the demo step time deterministically.
+"""
+from __future__ import annotations
+
+import logging
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from . import store
+from .engine import Executor, run_due
+from .errors import APIError
+from .host import Host
+from .intake import poll_flow
+from .sdk import PollTrigger
+from .store import Flow
+
+log = logging.getLogger("connector.scheduler")
+
+
+class Scheduler:
+    """Own the APScheduler instance; ``executor`` receives work as soon as a poll queues it."""
+
+    def __init__(self, host: Host, executor: Executor | None = None, sync_interval: float = 5.0):
+        self.host = host
+        self.executor = executor
+        self.sync_interval = sync_interval
+        self.aps = BackgroundScheduler(timezone="UTC", job_defaults={
+            "coalesce": True, "max_instances": 1, "misfire_grace_time": 60})
+        self._intervals: dict[int, int] = {}
+
+    def start(self) -> None:
+        self.aps.add_job(self.sync, "interval", seconds=self.sync_interval, id="sync")
+        if self.executor is not None:
+            self.aps.add_job(self.executor.dispatch, "interval",
+                             seconds=self.host.settings.dispatch_interval, id="due-runs")
+        self.aps.start()
+        self.sync()
+
+    def stop(self) -> None:
+        if self.aps.running:
+            self.aps.shutdown(wait=True)
+
+    def poll_flows(self) -> list[Flow]:
+        """Return the enabled flows whose trigger polls."""
+        flows = []
+        for flow in Flow.select().where(Flow.enabled == True):  # noqa: E712
+            try:
+                trigger = self.host.catalog.trigger(flow.trigger_key)
+            except Exception:  # a flow whose plugin is no longer installed
+                continue
+            if isinstance(trigger, PollTrigger):
+                flows.append(flow)
+        return flows
+
+    def sync(self) -> None:
+        """Add, reschedule and remove poll jobs to match the enabled flows."""
+        try:
+            wanted = {flow.id: flow.poll_interval for flow in self.poll_flows()}
+        finally:
+            _close_db()
+        for flow_id in list(self._intervals):
+            if flow_id not in wanted:
+                self.aps.remove_job(f"poll:{flow_id}")
+                del self._intervals[flow_id]
+        for flow_id, interval in wanted.items():
+            if self._intervals.get(flow_id) == interval:
+                continue
+            self.aps.add_job(self.poll, "interval", seconds=interval, args=[flow_id],
+                             id=f"poll:{flow_id}", replace_existing=True)
+            self._intervals[flow_id] = interval
+
+    def poll(self, flow_id: int) -> int:
+        """Poll one flow; return how many runs it queued. Errors are logged, not raised."""
+        try:
+            flow = Flow.get_or_none(Flow.id == flow_id)
+            if flow is None or not flow.enabled:
+                return 0
+            result = poll_flow(self.host, flow)
+            if result.created and self.executor is not None:
+                self.executor.wake()
+            return len(result.created)
+        except APIError as exc:
+            log.warning("poll of flow %s failed: %s", flow_id, exc)
+            return 0
+        except Exception:
+            log.exception("poll of flow %s crashed", flow_id)
+            return 0
+        finally:
+            _close_db()
+
+    def tick(self) -> int:
+        """Poll every enabled polling flow once, then run every due run; return runs done."""
+        for flow in self.poll_flows():
+            self.poll(flow.id)
+        return run_due(self.host)
+
+
+def _close_db() -> None:
+    if not store.db.is_closed():
+        store.db.close()

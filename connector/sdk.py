@@ -1,0 +1,211 @@
+"""What a plugin author subclasses: App, PollTrigger, WebhookTrigger, ScheduleTrigger, Action.
+
+Each is a declarative class: a key, a label, help text, a marshmallow schema of its inputs
+(fields carrying ``metadata={"secret": True}`` are never shown back) and a sample, plus a few
+small methods to override. The host builds the contexts and calls them; plugins never touch
+the database, the scheduler or Flask.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping
+
+from marshmallow import Schema
+
+from .errors import SignatureError
+
+DAY = 24 * 3600
+
+
+class NoInputs(Schema):
+    """The empty input schema."""
+
+
+class App:
+    """An external service: how to authenticate, where it lives, how it reports errors.
+
+    Override :meth:`authenticate` to place credentials (header, query, org header) and
+    :meth:`test` with a cheap call that fails on bad credentials.
+    """
+
+    key: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+    base_url: ClassVar[str] = ""
+    docs_url: ClassVar[str] = ""
+    Credentials: ClassVar[type[Schema]] = NoInputs
+    timeout: ClassVar[float] = 30.0
+
+    def authenticate(self, request: "OutgoingRequest", credentials: Mapping[str, Any]) -> None:
+        """Put the credentials on ``request`` (headers or params); the default adds nothing."""
+
+    def test(self, client) -> dict:
+        """Make one cheap authenticated call; return something to show; raise APIError on failure."""
+        raise NotImplementedError(f"app {self.key} has no connection test")
+
+    def error_details(self, status: int, body: Any) -> tuple[str | None, str]:
+        """Return (code, message) from an error response body, in the service's own words."""
+        if isinstance(body, dict):
+            err = body.get("error")
+            if isinstance(err, dict):
+                return err.get("code"), str(err.get("message") or err.get("code") or body)
+            if isinstance(err, str):
+                return None, err
+            detail = body.get("detail") or body.get("message")
+            if detail is not None:
+                if isinstance(detail, list):  # FastAPI-style validation errors
+                    parts = []
+                    for entry in detail:
+                        if isinstance(entry, dict):
+                            loc = ".".join(str(p) for p in entry.get("loc", []) if p != "body")
+                            parts.append(f"{loc}: {entry.get('msg')}" if loc else str(entry.get("msg")))
+                        else:
+                            parts.append(str(entry))
+                    return None, "; ".join(parts)
+                return None, str(detail)
+        text = body if isinstance(body, str) else json.dumps(body)
+        return None, (text or "").strip()[:300] or f"HTTP {status}"
+
+
+@dataclass
+class OutgoingRequest:
+    """A request being built by the client; App.authenticate may edit headers and params."""
+
+    method: str
+    path: str
+    headers: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    auth: str | None = None  # a variant name an app may honour (e.g. "header")
+
+
+@dataclass
+class WebhookRequest:
+    """An inbound webhook as the receiver saw it: raw body first, parsed only after verify."""
+
+    headers: Mapping[str, str]
+    body: bytes
+    args: Mapping[str, str]
+    content_type: str = ""
+
+    def json(self):
+        try:
+            return json.loads(self.body or b"null")
+        except ValueError:
+            raise ValueError("request body is not valid JSON") from None
+
+
+@dataclass
+class TriggerContext:
+    """What a trigger method gets: its validated inputs, a client, and its saved state."""
+
+    flow_name: str
+    inputs: dict
+    client: Any = None
+    state: dict = field(default_factory=dict)
+    log: logging.Logger = logging.getLogger("connector.trigger")
+
+
+@dataclass
+class ActionContext:
+    """What Action.run gets: a client, the step's stable idempotency key, and the ledger."""
+
+    flow_name: str
+    run_id: int
+    step_name: str
+    idempotency_key: str
+    client: Any = None
+    once: Callable[..., Any] | None = None
+    log: logging.Logger = logging.getLogger("connector.action")
+
+
+class _Component:
+    key: ClassVar[str] = ""
+    app: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+    Inputs: ClassVar[type[Schema]] = NoInputs
+    sample: ClassVar[dict] = {}
+
+
+class Trigger(_Component):
+    """Base of the three trigger kinds; ``dedupe_key`` names an item uniquely per flow."""
+
+    kind: ClassVar[str] = ""
+    #: seconds a dedupe key is kept; None keeps it forever (credit grants)
+    dedupe_ttl: ClassVar[int | None] = 7 * DAY
+
+    def dedupe_key(self, item: dict) -> str:
+        """Return the item's identity; the default takes ``id``."""
+        if "id" not in item:
+            raise ValueError(f"trigger {self.key} item has no 'id'; override dedupe_key")
+        return str(item["id"])
+
+
+class PollTrigger(Trigger):
+    """Fetch recent items; the first poll after enabling records them without firing."""
+
+    kind = "poll"
+    default_interval: ClassVar[int] = 60
+
+    def poll(self, ctx: TriggerContext) -> list[dict]:
+        raise NotImplementedError
+
+
+class WebhookTrigger(Trigger):
+    """Receive items pushed to the flow's URL; subscribe where the service has an API."""
+
+    kind = "webhook"
+
+    def subscribe(self, ctx: TriggerContext, url: str) -> dict:
+        """Register ``url`` with the service; return what unsubscribe and verify need.
+
+        The default registers nothing: the user pastes the URL into the service.
+        """
+        return {}
+
+    def unsubscribe(self, ctx: TriggerContext, subscription: dict) -> None:
+        """Undo :meth:`subscribe`; the default does nothing."""
+
+    def verify(self, ctx: TriggerContext, request: WebhookRequest, subscription: dict) -> None:
+        """Raise SignatureError unless the request is authentic; the default refuses all."""
+        raise SignatureError(f"trigger {self.key} does not say how to verify its webhooks")
+
+    def parse(self, ctx: TriggerContext, request: WebhookRequest) -> list[dict]:
+        """Turn a verified request into items; the default takes the JSON body as one item."""
+        body = request.json()
+        return body if isinstance(body, list) else [body]
+
+    def request_dedupe_key(self, item: dict, request: WebhookRequest) -> str:
+        """Return the delivery id: webhook-id when sent, else :meth:`dedupe_key`."""
+        msg_id = request.headers.get("webhook-id")
+        return str(msg_id) if msg_id else self.dedupe_key(item)
+
+
+class ScheduleTrigger(Trigger):
+    """Fire on a schedule; each firing's scheduled time is its dedupe key."""
+
+    kind = "schedule"
+
+    def dedupe_key(self, item: dict) -> str:
+        return str(item["scheduled_at"])
+
+
+class Action(_Component):
+    """Do one thing in a service; ``run`` returns a dict later steps can map from.
+
+    Stay idempotent: send ``ctx.idempotency_key`` where the service takes one, or wrap a
+    non-repeatable call in ``ctx.once(key, request, call)`` so the host's ledger guards it.
+    """
+
+    needs_connection: ClassVar[bool] = True
+
+    def run(self, ctx: ActionContext, inputs: dict) -> dict:
+        raise NotImplementedError
+
+
+def request_hash(value: Any) -> str:
+    """Return a stable digest of a request, to tell a repeat from a conflicting reuse."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()

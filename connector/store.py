@@ -1,0 +1,240 @@
+"""Peewee models: the one source of truth for connections, flows, runs and ledgers.
+
+The database is an unbound :class:`peewee.DatabaseProxy` that :func:`init_db` binds from a
+URL (CONNECTOR_DATABASE_URL; default a SQLite file in WAL mode). Times are naive UTC.
+Two ledgers carry the reliability rules: :class:`SeenItem` (unique per flow and dedupe key,
+written in the same transaction as the run it queues) and :class:`IdempotencyRecord`
+(one row per side effect that must never happen twice, kept forever).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+
+from peewee import (
+    BooleanField, CharField, DatabaseProxy, DateTimeField, FloatField, ForeignKeyField,
+    IntegerField, Model, TextField,
+)
+from playhouse.db_url import connect
+
+from .errors import ConfigurationError
+
+db = DatabaseProxy()
+SCHEMA_VERSION = 1
+MAX_KEY_LENGTH = 190
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def fit_key(key: str) -> str:
+    """Return ``key`` unchanged when short, else a stable digest (keys index as VARCHAR)."""
+    key = str(key)
+    if len(key) <= MAX_KEY_LENGTH:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+class JSONField(TextField):
+    """JSON stored as text, portable across SQLite and PostgreSQL."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, default=str, sort_keys=True)
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = db
+
+
+class Meta(BaseModel):
+    """Key/value facts about the database itself (schema_version)."""
+
+    key = CharField(primary_key=True)
+    value = TextField()
+
+
+class Connection(BaseModel):
+    """One user's credentials for one app; ``sealed`` holds them encrypted (Fernet)."""
+
+    name = CharField(unique=True)
+    app = CharField()
+    base_url = CharField(null=True)
+    sealed = TextField()
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class Flow(BaseModel):
+    """A trigger plus ordered steps; ``webhook_token`` makes its unguessable webhook URL."""
+
+    name = CharField(unique=True)
+    description = TextField(default="")
+    trigger_key = CharField()
+    trigger_connection = ForeignKeyField(Connection, null=True, backref="trigger_flows")
+    trigger_inputs = JSONField(default=dict)
+    poll_interval = IntegerField(default=60)
+    enabled = BooleanField(default=False, index=True)
+    enabled_at = DateTimeField(null=True)
+    webhook_token = CharField(unique=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class Step(BaseModel):
+    """One action of a flow: its inputs are templates over the trigger item and earlier steps."""
+
+    flow = ForeignKeyField(Flow, backref="steps", on_delete="CASCADE")
+    position = IntegerField()
+    name = CharField()
+    action_key = CharField()
+    connection = ForeignKeyField(Connection, null=True, backref="steps")
+    inputs = JSONField(default=dict)
+    filter = JSONField(null=True)
+
+    class Meta:
+        indexes = ((("flow", "name"), True), (("flow", "position"), True))
+
+
+class TriggerState(BaseModel):
+    """A flow's trigger memory: poll cursor, priming, and the sealed webhook subscription."""
+
+    flow = ForeignKeyField(Flow, unique=True, backref="trigger_state", on_delete="CASCADE")
+    cursor = JSONField(null=True)
+    primed = BooleanField(default=False)
+    sealed_subscription = TextField(null=True)
+    last_poll_at = DateTimeField(null=True)
+    last_error = TextField(null=True)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class SeenItem(BaseModel):
+    """The dedupe ledger: a key seen once for a flow never queues a second run."""
+
+    flow = ForeignKeyField(Flow, backref="seen", on_delete="CASCADE")
+    key = CharField(max_length=200)
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField(null=True, index=True)  # None: kept forever
+
+    class Meta:
+        indexes = ((("flow", "key"), True),)
+
+
+class Run(BaseModel):
+    """One trigger item going through a flow."""
+
+    QUEUED, RUNNING, SUCCEEDED, FAILED, FILTERED = (
+        "queued", "running", "succeeded", "failed", "filtered")
+    FINAL = (SUCCEEDED, FAILED, FILTERED)
+
+    flow = ForeignKeyField(Flow, backref="runs", on_delete="CASCADE")
+    status = CharField(default=QUEUED, index=True)
+    item = JSONField()
+    dedupe_key = CharField(max_length=200, null=True)
+    attempts = IntegerField(default=0)
+    error = TextField(null=True)
+    failed_step = CharField(null=True)
+    next_attempt_at = DateTimeField(default=utcnow, index=True)
+    lease_until = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow, index=True)
+    started_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
+
+
+class StepRun(BaseModel):
+    """One step of one run: rendered inputs, output, error, attempts, timings."""
+
+    PENDING, SUCCEEDED, FAILED, RETRYING, FILTERED = (
+        "pending", "succeeded", "failed", "retrying", "filtered")
+
+    run = ForeignKeyField(Run, backref="step_runs", on_delete="CASCADE")
+    name = CharField()
+    position = IntegerField()
+    action_key = CharField()
+    status = CharField(default=PENDING)
+    inputs = JSONField(null=True)
+    output = JSONField(null=True)
+    error = TextField(null=True)
+    attempts = IntegerField(default=0)
+    started_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("run", "name"), True),)
+
+
+class StepAttempt(BaseModel):
+    """Every attempt of a step, kept for the run's history."""
+
+    step_run = ForeignKeyField(StepRun, backref="attempt_log", on_delete="CASCADE")
+    number = IntegerField()
+    status = CharField()
+    error = TextField(null=True)
+    retry_at = DateTimeField(null=True)
+    started_at = DateTimeField()
+    duration_ms = FloatField()
+
+
+class IdempotencyRecord(BaseModel):
+    """A side effect done (or started) once under ``scope`` and ``key``; never pruned."""
+
+    PENDING, DONE = "pending", "done"
+
+    scope = CharField()
+    key = CharField(max_length=200)
+    request_hash = CharField()
+    status = CharField(default=PENDING)
+    response = JSONField(null=True)
+    run_id = IntegerField(null=True)  # no foreign key: the record outlives pruned runs
+    step_name = CharField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("scope", "key"), True),)
+
+
+MODELS = [Meta, Connection, Flow, Step, TriggerState, SeenItem, Run, StepRun, StepAttempt,
+          IdempotencyRecord]
+
+
+def init_db(url: str):
+    """Bind the proxy to the database at ``url`` and create missing tables."""
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if not path:
+            raise ConfigurationError(f"CONNECTOR_DATABASE_URL {url!r} names no SQLite file")
+        database = connect(url, pragmas={
+            "journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1,
+            "synchronous": "normal",
+        })
+    else:
+        try:
+            database = connect(url)
+        except (RuntimeError, ValueError, ImportError) as exc:
+            raise ConfigurationError(f"CONNECTOR_DATABASE_URL cannot be used: {exc}") from None
+    db.initialize(database)
+    with db.connection_context():
+        db.create_tables(MODELS, safe=True)
+        Meta.insert(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_ignore().execute()
+    return database
+
+
+def write_tx():
+    """Return a transaction that takes the write lock up front on SQLite.
+
+    A deferred SQLite transaction that reads then writes can fail with "database is locked"
+    instead of waiting; BEGIN IMMEDIATE makes it queue on busy_timeout like any writer.
+    """
+    if is_sqlite():
+        return db.atomic(lock_type="IMMEDIATE")
+    return db.atomic()
+
+
+def is_sqlite() -> bool:
+    return db.obj is not None and db.obj.__class__.__name__.endswith("SqliteDatabase")

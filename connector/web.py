@@ -1,0 +1,80 @@
+"""The Flask application: the webhook receiver now, the REST API and UI later (own blueprints).
+
+``create_app(host)`` is the factory; one blueprint per concern. Every error answers with the
+envelope the services use: ``{"error": {"code", "message"}}``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from . import store
+from .host import Host
+from .intake import receive_webhook
+from .sdk import WebhookRequest
+
+MAX_BODY = 2 * 1024 * 1024  # the services document 2 MiB; nobody needs more for an event
+ACCEPTED_TYPES = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data",
+                  "text/plain")
+
+hooks = Blueprint("hooks", __name__)
+
+
+def _error(status: int, code: str, message: str):
+    return jsonify({"error": {"code": code, "message": message}}), status
+
+
+@hooks.post("/hooks/<token>")
+def receive(token: str):
+    """Verify on the raw body, record ledger entry and queued run in one commit, answer 2xx."""
+    ctype = (request.mimetype or "").lower()
+    body = request.get_data(cache=False)
+    if body and ctype and not (ctype in ACCEPTED_TYPES or ctype.endswith("+json")):
+        return _error(415, "UNSUPPORTED_MEDIA_TYPE",
+                      f"Content-Type {ctype} is not accepted; send application/json")
+    req = WebhookRequest(headers=request.headers, body=body, args=request.args.to_dict(),
+                         content_type=ctype)
+    reply, intake = receive_webhook(current_app.extensions["connector"], token, req)
+    if intake.created:
+        notify = current_app.extensions.get("connector.on_queued")
+        if notify:
+            notify()
+    return jsonify(reply.body), reply.status
+
+
+@hooks.get("/healthz")
+def health():
+    return jsonify({"ok": True})
+
+
+def create_app(host: Host, on_queued: Callable[[], None] | None = None,
+               test_config: dict | None = None) -> Flask:
+    """Build the WSGI app for ``host``; ``on_queued`` is called when a request queued runs."""
+    app = Flask("connector")
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, JSON_SORT_KEYS=False)
+    if test_config:
+        app.config.update(test_config)
+    app.extensions["connector"] = host
+    app.extensions["connector.on_queued"] = on_queued
+    app.register_blueprint(hooks)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        code = {413: "PAYLOAD_TOO_LARGE", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(
+            exc.code, "HTTP_ERROR")
+        message = ("request body is larger than 2 MiB" if exc.code == 413 else exc.description)
+        return _error(exc.code or 500, code, message)
+
+    @app.errorhandler(Exception)
+    def crash(exc: Exception):
+        app.logger.exception("unhandled error")
+        return _error(500, "INTERNAL", "internal error; the request was not recorded")
+
+    @app.teardown_appcontext
+    def close_db(_exc):
+        if not store.db.is_closed():
+            store.db.close()
+
+    return app
