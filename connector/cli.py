@@ -431,3 +431,7 @@ def runs_replay(ctx, run_ids, flow_name, force_key):
     for run_id in ids:
         engine.replay(run_id, force_key=force_key)
         click.echo(f"run {run_id} queued again")
+
+
+if __name__ == "__main__":
+    main()

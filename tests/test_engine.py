@@ -1,0 +1,335 @@
+"""The engine: the seen-items ledger, step execution, retries, replay, leases, idempotency."""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections import Counter
+
+import pytest
+from marshmallow import Schema, fields
+
+from connector import (
+    Action, App, FatalAPIError, RetriableAPIError, WebhookTrigger, hookimpl,
+)
+from connector import engine, flows
+from connector.errors import IdempotencyConflict, OutcomeUnknown
+from connector.intake import ingest
+from connector.store import IdempotencyRecord, Run, SeenItem, StepAttempt, StepRun, utcnow
+
+CALLS: Counter = Counter()
+PLAN: dict = {}
+
+
+class FakeApp(App):
+    key = "t"
+    label = "Test app"
+
+
+class Hook(WebhookTrigger):
+    key = "t.hook"
+    app = "t"
+    label = "Test hook"
+
+    def verify(self, ctx, request, subscription):
+        return None
+
+
+class EchoInputs(Schema):
+    value = fields.Raw(required=True)
+    count = fields.Integer(load_default=0)
+
+
+class Echo(Action):
+    key = "t.echo"
+    app = "t"
+    label = "Echo"
+    Inputs = EchoInputs
+
+    def run(self, ctx, inputs):
+        CALLS[("echo", ctx.step_name)] += 1
+        return {"value": inputs["value"], "key": ctx.idempotency_key}
+
+
+class Scripted(Action):
+    """Fails as PLAN[step_name] says, one entry per attempt, then succeeds."""
+
+    key = "t.scripted"
+    app = "t"
+    label = "Scripted"
+    Inputs = EchoInputs
+
+    def run(self, ctx, inputs):
+        CALLS[("scripted", ctx.step_name)] += 1
+        script = PLAN.get(ctx.step_name, [])
+        if script:
+            outcome = script.pop(0)
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return {"ok": True}
+
+
+class FakePlugin:
+    @hookimpl
+    def register_apps(self, register):
+        register(FakeApp)
+
+    @hookimpl
+    def register_triggers(self, register):
+        register(Hook)
+
+    @hookimpl
+    def register_actions(self, register):
+        register(Echo)
+        register(Scripted)
+
+
+@pytest.fixture
+def thost(make_host):
+    CALLS.clear()
+    PLAN.clear()
+    return make_host(extra_plugins=[FakePlugin()], max_attempts=3)
+
+
+def make_flow(host, steps, name="f"):
+    return flows.save(host, {"name": name, "trigger": {"key": "t.hook"}, "steps": steps})
+
+
+def queue(host, flow, key="k1", item=None):
+    return ingest(flow, host.catalog.trigger("t.hook"), [(key, item or {"id": key, "n": 7})])
+
+
+def test_same_key_twice_queues_one_run(thost):
+    flow = make_flow(thost, [{"action": "t.echo", "inputs": {"value": 1}}])
+    first = queue(thost, flow)
+    second = queue(thost, flow)
+    assert len(first.created) == 1 and first.duplicates == 0
+    assert second.created == [] and second.duplicates == 1
+    assert Run.select().count() == 1 and SeenItem.select().count() == 1
+
+
+def test_a_batch_with_a_duplicate_keeps_the_others(thost):
+    flow = make_flow(thost, [{"action": "t.echo", "inputs": {"value": 1}}])
+    queue(thost, flow, "a")
+    trigger = thost.catalog.trigger("t.hook")
+    result = ingest(flow, trigger, [("b", {}), ("a", {}), ("c", {})])
+    assert len(result.created) == 2 and result.duplicates == 1
+    assert Run.select().count() == 3
+
+
+def test_concurrent_deliveries_of_one_key_make_one_run(thost):
+    flow = make_flow(thost, [{"action": "t.echo", "inputs": {"value": 1}}])
+    results, barrier = [], threading.Barrier(16)
+
+    def deliver():
+        barrier.wait()
+        results.append(queue(thost, flow, "same"))
+
+    threads = [threading.Thread(target=deliver) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(len(r.created) for r in results) == 1
+    assert sum(r.duplicates for r in results) == 15
+    assert Run.select().count() == 1
+
+
+def test_webhook_dedupe_keys_kept_at_least_76_hours(thost):
+    flow = make_flow(thost, [{"action": "t.echo", "inputs": {"value": 1}}])
+    queue(thost, flow)
+    seen = SeenItem.get()
+    assert seen.expires_at - utcnow() >= dt.timedelta(hours=76)
+
+
+def test_steps_map_trigger_and_earlier_outputs(thost):
+    flow = make_flow(thost, [
+        {"name": "first", "action": "t.echo", "inputs": {"value": "{{ trigger.n }}"}},
+        {"name": "second", "action": "t.echo",
+         "inputs": {"value": "got {{ steps.first.value }}", "count": "{{ trigger.n }}"}},
+    ])
+    queue(thost, flow)
+    assert engine.run_due(thost) == 1
+    run = Run.get()
+    assert run.status == Run.SUCCEEDED and run.finished_at is not None
+    steps = {s.name: s for s in run.step_runs}
+    assert steps["first"].output["value"] == 7
+    assert steps["second"].inputs == {"value": "got 7", "count": 7}
+    assert steps["second"].output["value"] == "got 7"
+    assert steps["first"].output["key"] != steps["second"].output["key"]
+
+
+def test_retriable_failure_waits_retry_after_then_succeeds(thost):
+    flow = make_flow(thost, [{"name": "s", "action": "t.scripted", "inputs": {"value": 1}}])
+    PLAN["s"] = [RetriableAPIError("slow down", status=429, retry_after=0.4)]
+    queue(thost, flow)
+    before = utcnow()
+    engine.run_due(thost)
+    run = Run.get()
+    assert run.status == Run.QUEUED
+    assert "HTTP 429: slow down" in run.error
+    assert (run.next_attempt_at - before).total_seconds() >= 0.4
+    assert engine.run_due(thost) == 0  # not due yet
+    time.sleep(0.5)
+    assert engine.run_due(thost) == 1
+    run = Run.get()
+    step = StepRun.get()
+    assert run.status == Run.SUCCEEDED and step.attempts == 2
+    history = [(a.number, a.status) for a in StepAttempt.select().order_by(StepAttempt.number)]
+    assert history == [(1, "retrying"), (2, "succeeded")]
+    assert StepAttempt.get(number=1).error == "HTTP 429: slow down"
+
+
+def test_retries_stop_after_max_attempts(thost):
+    flow = make_flow(thost, [{"name": "s", "action": "t.scripted", "inputs": {"value": 1}}])
+    PLAN["s"] = [RetriableAPIError("down", status=503, retry_after=0)] * 5
+    queue(thost, flow)
+    for _ in range(5):
+        engine.run_due(thost)
+        time.sleep(0.02)
+    run = Run.get()
+    assert run.status == Run.FAILED
+    assert "gave up after 3 attempts" in run.error and "HTTP 503: down" in run.error
+    assert CALLS[("scripted", "s")] == 3
+
+
+def test_fatal_failure_keeps_the_services_message_and_stops(thost):
+    flow = make_flow(thost, [
+        {"name": "s", "action": "t.scripted", "inputs": {"value": 1}},
+        {"name": "after", "action": "t.echo", "inputs": {"value": 1}},
+    ])
+    PLAN["s"] = [FatalAPIError("Sub-account not found", status=404, code="SUBACCOUNT_NOT_FOUND")]
+    queue(thost, flow)
+    engine.run_due(thost)
+    run = Run.get()
+    assert run.status == Run.FAILED and run.failed_step == "s"
+    assert run.error == "step s: HTTP 404 SUBACCOUNT_NOT_FOUND: Sub-account not found"
+    assert CALLS[("echo", "after")] == 0
+    assert StepRun.get(name="s").attempts == 1
+
+
+def test_a_crashing_plugin_fails_the_run_not_the_worker(thost, monkeypatch):
+    flow = make_flow(thost, [{"name": "s", "action": "t.scripted", "inputs": {"value": 1}}])
+    PLAN["s"] = [ZeroDivisionError("oops")]
+    queue(thost, flow)
+    engine.run_due(thost)
+    assert "internal error in action t.scripted: ZeroDivisionError" in Run.get().error
+
+
+def test_inputs_invalid_after_rendering_name_the_field(thost):
+    flow = make_flow(thost, [{"name": "s", "action": "t.echo",
+                              "inputs": {"value": 1, "count": "{{ trigger.id }}"}}])
+    queue(thost, flow, key="not-a-number")
+    engine.run_due(thost)
+    run = Run.get()
+    assert run.status == Run.FAILED
+    assert "count: Not a valid integer" in run.error
+
+
+def test_filter_stops_the_run_before_its_step(thost):
+    flow = make_flow(thost, [
+        {"name": "a", "action": "t.echo", "inputs": {"value": 1}},
+        {"name": "b", "action": "t.echo", "inputs": {"value": 2},
+         "filter": [{"field": "trigger.n", "op": "gt", "value": 100}]},
+    ])
+    queue(thost, flow)
+    engine.run_due(thost)
+    assert Run.get().status == Run.FILTERED
+    assert CALLS[("echo", "a")] == 1 and CALLS[("echo", "b")] == 0
+
+
+def test_replay_resumes_at_the_failed_step(thost):
+    flow = make_flow(thost, [
+        {"name": "a", "action": "t.echo", "inputs": {"value": 1}},
+        {"name": "b", "action": "t.scripted", "inputs": {"value": 1}},
+    ])
+    PLAN["b"] = [FatalAPIError("bad request", status=400)]
+    queue(thost, flow)
+    engine.run_due(thost)
+    run = Run.get()
+    assert run.status == Run.FAILED
+    with pytest.raises(Exception, match=f"no run with id {run.id + 999}"):
+        engine.replay(run.id + 999)
+    engine.replay(run.id)
+    assert Run.get().status == Run.QUEUED
+    engine.run_due(thost)
+    assert Run.get().status == Run.SUCCEEDED
+    assert CALLS[("echo", "a")] == 1  # the succeeded step was not repeated
+    assert CALLS[("scripted", "b")] == 2
+
+
+def test_replay_refuses_a_run_that_did_not_fail(thost):
+    flow = make_flow(thost, [{"action": "t.echo", "inputs": {"value": 1}}])
+    queue(thost, flow)
+    engine.run_due(thost)
+    with pytest.raises(Exception, match="only failed runs can be replayed"):
+        engine.replay(Run.get().id)
+
+
+def test_claims_are_exclusive_and_expired_leases_are_taken_again(thost):
+    flow = make_flow(thost, [{"action": "t.echo", "inputs": {"value": 1}}])
+    run_id = queue(thost, flow).created[0]
+    lease = engine.claim(run_id, 60)
+    assert lease is not None
+    assert engine.claim(run_id, 60) is None  # held
+    assert engine.due_runs(10) == []
+    Run.update(lease_until=utcnow() - dt.timedelta(seconds=1)).where(Run.id == run_id).execute()
+    assert engine.due_runs(10) == [run_id]  # a dead worker's run is due again
+    second = engine.claim(run_id, 60)
+    assert second is not None
+    with pytest.raises(engine.LostLease):  # the first worker may no longer write
+        with engine.store.write_tx():
+            engine._hold(run_id, lease, 60)
+    assert engine.execute(thost, run_id) is None  # still held by the second claim
+    Run.update(lease_until=utcnow() - dt.timedelta(seconds=1)).where(Run.id == run_id).execute()
+    assert engine.execute(thost, run_id) == Run.SUCCEEDED
+    assert Run.get_by_id(run_id).attempts == 3
+
+
+def test_backoff_grows_with_full_jitter_and_honours_retry_after():
+    for attempt in range(1, 12):
+        for _ in range(50):
+            delay = engine.backoff(attempt, 2.0, 300.0, None, 3600.0)
+            assert 0 <= delay <= min(300.0, 2.0 * 2 ** (attempt - 1))
+    assert 30 <= engine.backoff(1, 2.0, 300.0, 30, 3600.0) <= 30.2
+    assert 3600 <= engine.backoff(1, 2.0, 300.0, 10 ** 6, 3600.0) <= 3600.2  # capped
+
+
+# -- the idempotency ledger ---------------------------------------------------------------
+
+def test_once_runs_a_call_once_and_replays_its_result(thost):
+    calls = []
+    call = lambda: calls.append(1) or {"granted": len(calls)}  # noqa: E731
+    assert engine.once("s", "key-1", {"amount": 5}, call) == {"granted": 1}
+    assert engine.once("s", "key-1", {"amount": 5}, call) == {"granted": 1}
+    assert len(calls) == 1
+    assert engine.once("other-scope", "key-1", {"amount": 5}, call) == {"granted": 2}
+
+
+def test_once_refuses_the_same_key_with_different_inputs(thost):
+    engine.once("s", "key-1", {"amount": 5}, lambda: {"ok": 1})
+    with pytest.raises(IdempotencyConflict, match="different inputs"):
+        engine.once("s", "key-1", {"amount": 6}, lambda: {"ok": 2})
+
+
+def test_once_releases_the_key_when_the_service_said_no(thost):
+    def refuse():
+        raise RetriableAPIError("busy", status=503)
+
+    with pytest.raises(RetriableAPIError):
+        engine.once("s", "k", {"a": 1}, refuse)
+    assert IdempotencyRecord.select().count() == 0
+    assert engine.once("s", "k", {"a": 1}, lambda: {"ok": True}) == {"ok": True}
+
+
+def test_once_keeps_a_maybe_applied_call_pending_and_refuses_to_guess(thost):
+    def timeout():
+        raise RetriableAPIError("no answer in 30 s", maybe_applied=True)
+
+    with pytest.raises(RetriableAPIError):
+        engine.once("s", "k", {"a": 1}, timeout)
+    assert IdempotencyRecord.get().status == IdempotencyRecord.PENDING
+    with pytest.raises(OutcomeUnknown, match="may or may not have taken effect"):
+        engine.once("s", "k", {"a": 1}, lambda: {"ok": True})
+    assert engine.release_key("s", "k") == 1
+    assert engine.once("s", "k", {"a": 1}, lambda: {"ok": True}) == {"ok": True}
