@@ -358,7 +358,7 @@ class Executor:
         # wake-up loop and the scheduler's due-runs job) from submitting the same run twice.
         with self._lock:
             free = self.workers * 2 - len(self._inflight)
-            if free <= 0:
+            if free <= 0 or self._stop.is_set():
                 return
             picked = due_runs(free, set(self._inflight))
             self._inflight.update(picked)

@@ -279,6 +279,9 @@ def enable(host: Host, flow: Flow, backfill: bool = False) -> Flow:
     ctx = trigger_context(host, flow, state)
     try:
         if isinstance(trigger, WebhookTrigger):
+            stale: list[str] = []
+            if _unsubscribe(host, flow, state, stale):
+                raise UserError(stale[0] + "; switch on again once it is reachable")
             subscription = trigger.subscribe(ctx, webhook_url(host, flow)) or {}
             state.sealed_subscription = host.box.seal(subscription)
         elif isinstance(trigger, PollTrigger) and not backfill:
@@ -299,23 +302,35 @@ def enable(host: Host, flow: Flow, backfill: bool = False) -> Flow:
 
 
 def disable(host: Host, flow: Flow) -> list[str]:
-    """Switch a flow off, removing its webhook subscription; return warnings, if any."""
+    """Switch a flow off, removing its webhook subscription; return warnings, if any.
+
+    When the service refuses to delete the webhook, the subscription is kept so that a
+    later `flows disable` (or the next enable) can try again.
+    """
     warnings: list[str] = []
-    trigger = host.catalog.trigger(flow.trigger_key)
     state, _ = TriggerState.get_or_create(flow=flow)
-    if isinstance(trigger, WebhookTrigger) and state.sealed_subscription:
-        ctx = trigger_context(host, flow, state)
-        try:
-            trigger.unsubscribe(ctx, host.box.open(state.sealed_subscription))
-        except APIError as exc:
-            warnings.append(f"flow {flow.name}: the service kept the webhook: {exc}")
-        finally:
-            if ctx.client:
-                ctx.client.close()
+    keep = _unsubscribe(host, flow, state, warnings)
     with store.write_tx():
-        state.sealed_subscription = None
+        state.sealed_subscription = state.sealed_subscription if keep else None
         state.updated_at = utcnow()
         state.save()
         flow.enabled, flow.updated_at = False, utcnow()
         flow.save()
     return warnings
+
+
+def _unsubscribe(host: Host, flow: Flow, state: TriggerState, warnings: list[str]) -> bool:
+    """Remove a stored webhook subscription; return True if the service kept it."""
+    trigger = host.catalog.trigger(flow.trigger_key)
+    if not (isinstance(trigger, WebhookTrigger) and state.sealed_subscription):
+        return False
+    ctx = trigger_context(host, flow, state)
+    try:
+        trigger.unsubscribe(ctx, host.box.open(state.sealed_subscription))
+        return False
+    except APIError as exc:
+        warnings.append(f"flow {flow.name}: the service kept the webhook: {exc}")
+        return True
+    finally:
+        if ctx.client:
+            ctx.client.close()
