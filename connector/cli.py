@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -66,8 +67,11 @@ def serve(ctx, address, port):
     logging.getLogger("connector").setLevel(min(logging.getLogger().level, logging.INFO))
     host = _host(ctx)
     runtime = Runtime(host)
-    click.echo(f"connector: serving on http://{address or host.settings.host}:"
-               f"{port or host.settings.port} (Ctrl-C to stop)")
+
+    def terminate(_signum, _frame):  # stop as cleanly on SIGTERM as on Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         runtime.serve_forever(address, port)
     except KeyboardInterrupt:
@@ -97,17 +101,18 @@ def sandbox(address, port, call_delay):
     from .sandbox import Sandbox
 
     box = Sandbox(call_delay=call_delay)
-    root = f"http://{address}:{port}"
-    click.echo(f"sandbox: serving on {root}")
-    for app, info in box.connections().items():
-        fields = " ".join(f"--field {k}={v}" for k, v in info["credentials"].items())
-        base = info["base_url"].replace(box.root_placeholder, root) if hasattr(
-            box, "root_placeholder") else info["base_url"]
-        click.echo(f"  connector connections add {app} --app {app} --base-url {base} {fields}")
+
+    def ready(root: str) -> None:
+        click.echo(f"sandbox: serving on {root}; add its connections with:")
+        for app, info in box.connections().items():
+            fields = " ".join(f"--field {k}={v}" for k, v in info["credentials"].items())
+            click.echo(f"  connector connections add {app.replace('_', '-')} --app {app} "
+                       f"--base-url {info['base_url']} {fields}")
+
     try:
-        box.serve_forever(address, port)
-    except KeyboardInterrupt:
-        pass
+        box.serve_forever(address, port, on_ready=ready)
+    except OSError as exc:
+        raise UserError(f"sandbox: cannot listen on {address}:{port}: {exc}") from None
 
 
 @main.command()

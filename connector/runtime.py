@@ -69,7 +69,7 @@ class Runtime:
         """Serve in the foreground until interrupted, then stop cleanly."""
         url = self.bind(address, port)
         self._start_workers()
-        log.info("connector serving on %s (webhooks at %s/hooks/...)", url,
+        log.info("connector serving on %s (webhooks at %s/hooks/...; Ctrl-C to stop)", url,
                  self.host.settings.webhook_base())
         try:
             self._server.serve_forever()
