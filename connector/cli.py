@@ -21,6 +21,24 @@ from .errors import ConnectorError, PluginError, UserError
 class Main(click.Group):
     """A click group that turns the connector's own errors into one clean line."""
 
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except click.UsageError as exc:  # click's own three-line usage errors, as one line
+            hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        if isinstance(result, int) and not isinstance(result, bool):
+            sys.exit(result)
+        return result
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)

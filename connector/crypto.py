@@ -41,6 +41,16 @@ class SecretBox:
             ) from None
 
 
+def _from_file(path: Path) -> SecretBox:
+    try:
+        return SecretBox(path.read_text().strip())
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"key file {path} does not hold a Fernet key; restore it from a backup, or set "
+            "CONNECTOR_SECRET_KEY (credentials sealed with the lost key must be added again)"
+        ) from None
+
+
 def new_key() -> str:
     return Fernet.generate_key().decode()
 
@@ -63,12 +73,12 @@ def load_box(settings: Settings) -> SecretBox:
         )
     path = _key_file(settings)
     if path.exists():
-        return SecretBox(path.read_text().strip())
+        return _from_file(path)
     key = new_key()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process made it between our check and now
-        return SecretBox(path.read_text().strip())
+        return _from_file(path)
     with os.fdopen(fd, "w") as handle:
         handle.write(key + "\n")
     return SecretBox(key)

@@ -23,7 +23,8 @@ from peewee import IntegrityError, fn
 
 from . import conditions, store, templates
 from .errors import (
-    APIError, ConnectorError, FatalAPIError, IdempotencyConflict, OutcomeUnknown, UserError,
+    APIError, ConnectorError, FatalAPIError, IdempotencyConflict, OutcomeUnknown, Throttled,
+    UserError,
 )
 from .host import Host, validation_message
 from .sdk import ActionContext, request_hash
@@ -94,8 +95,10 @@ def once(scope: str, key: str, request, call: Callable[[], dict], run_id: int | 
 
     The key is recorded as pending before the call. An answer from the service that means
     "not done" (an HTTP error status, or no connection made) releases it so a retry may call
-    again; a call that may have taken effect (a read timeout, a crash) keeps it pending, and a
-    later attempt raises OutcomeUnknown instead of risking a second effect.
+    again; a call that may have taken effect (a read timeout, a crash) keeps it pending.
+    Another run finding the key pending waits (a retriable error) while the holder's lease is
+    alive, then gets the stored result; a key left pending by a dead attempt raises
+    OutcomeUnknown instead of risking a second effect.
     """
     digest = request_hash(request)
     key = store.fit_key(key)
@@ -107,16 +110,9 @@ def once(scope: str, key: str, request, call: Callable[[], dict], run_id: int | 
                                                   run_id=run_id, step_name=step_name)
         except IntegrityError:
             record = IdempotencyRecord.get(scope=scope, key=key)
-            _check_repeat(record, digest, key)
-            raise OutcomeUnknown(f"idempotency key {key} is being processed by another attempt")
+            return _repeat(record, digest, key, run_id)
     else:
-        _check_repeat(record, digest, key)
-        if record.status == IdempotencyRecord.DONE:
-            return record.response
-        raise OutcomeUnknown(
-            f"an earlier attempt with idempotency key {key} stopped mid-call, so it may or may "
-            "not have taken effect; check the service, then replay with --force-key to send "
-            "it again")
+        return _repeat(record, digest, key, run_id)
     try:
         response = call()
     except APIError as exc:
@@ -130,6 +126,23 @@ def once(scope: str, key: str, request, call: Callable[[], dict], run_id: int | 
                              updated_at=utcnow()).where(
         IdempotencyRecord.id == record.id).execute()
     return response
+
+
+def _repeat(record: IdempotencyRecord, digest: str, key: str, run_id: int | None) -> dict:
+    """Answer a second use of a key: the stored result, a wait, or OutcomeUnknown."""
+    _check_repeat(record, digest, key)
+    if record.status == IdempotencyRecord.DONE:
+        return record.response
+    if record.run_id is not None and record.run_id != run_id:
+        holder = Run.get_or_none(Run.id == record.run_id)
+        if holder is not None and holder.status == Run.RUNNING and (
+                holder.lease_until is not None and holder.lease_until > utcnow()):
+            raise Throttled(1.0, f"idempotency key {key} is being used by run {holder.id}; "
+                                 "waiting for its result")
+    raise OutcomeUnknown(
+        f"an earlier attempt with idempotency key {key} stopped mid-call, so it may or may "
+        "not have taken effect; check the service, then replay with --force-key to send "
+        "it again")
 
 
 def _check_repeat(record: IdempotencyRecord, digest: str, key: str) -> None:
@@ -208,7 +221,9 @@ def _execute(host: Host, run: Run, lease: dt.datetime) -> str:
                 raise FatalAPIError(f"action {action.key} returned {type(output).__name__}, "
                                     "expected a mapping")
         except APIError as exc:
-            if exc.retriable and sr.attempts + 1 < settings.max_attempts:
+            # Throttled means "not yet", not "failed": it waits without using up attempts.
+            if isinstance(exc, Throttled) or (
+                    exc.retriable and sr.attempts + 1 < settings.max_attempts):
                 delay = backoff(sr.attempts + 1, settings.backoff_base, settings.backoff_cap,
                                 exc.retry_after, settings.retry_after_cap)
                 retry_at = utcnow() + dt.timedelta(seconds=delay)

@@ -77,7 +77,7 @@ def load_file(path: str | Path) -> dict:
     return data
 
 
-def _messages(err: ValidationError) -> str:
+def _messages(err: ValidationError, prefix: str = "") -> str:
     first = []
 
     def walk(messages, path):
@@ -91,7 +91,7 @@ def _messages(err: ValidationError) -> str:
         elif isinstance(messages, list) and messages and isinstance(messages[0], str):
             first.append(f"{path}: {messages[0]}" if path else messages[0])
 
-    walk(err.messages, "")
+    walk(err.messages, prefix)
     return first[0] if first else str(err.messages)
 
 
@@ -110,7 +110,7 @@ def validate_definition(host: Host, data: dict) -> dict:
     try:
         trig["inputs"] = trigger_cls.Inputs().load(trig["inputs"])
     except ValidationError as err:
-        raise FlowError(_messages(err), "trigger.inputs") from None
+        raise FlowError(_messages(err, "trigger.inputs")) from None
     trig["connection"] = _resolve_connection(host, trig["connection"], trigger_cls.app,
                                              "trigger.connection")
     if trig["poll_interval"] is None and issubclass(trigger_cls, PollTrigger):

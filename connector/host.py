@@ -51,8 +51,8 @@ class Host:
                                    extra_plugins)
             catalog = build_catalog(self.pm)
         self.catalog = catalog
+        self.box = load_box(self.settings)  # a missing key is reported before connecting
         self.database = store.init_db(self.settings.database_url)
-        self.box = load_box(self.settings)
 
     # connections -------------------------------------------------------------------------
     def add_connection(self, name: str, app_key: str, credentials: dict,

@@ -38,7 +38,12 @@ def make_manager(load: list[str] | None = None, block: list[str] | None = None,
         pm.register(plugin, name=ep.name)
     for plugin in extra or []:
         pm.register(plugin)
-    pm.check_pending()
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginError(f"plugin {name}: {exc} (the hooks are listed in "
+                          "connector/hookspecs.py)") from exc
     return pm
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 
 from peewee import (
     BooleanField, CharField, DatabaseProxy, DateTimeField, FloatField, ForeignKeyField,
-    IntegerField, Model, TextField,
+    ImproperlyConfigured, IntegerField, Model, PeeweeException, TextField,
 )
 from playhouse.db_url import connect
 
@@ -217,12 +218,24 @@ def init_db(url: str):
         try:
             database = connect(url)
         except (RuntimeError, ValueError, ImportError) as exc:
-            raise ConfigurationError(f"CONNECTOR_DATABASE_URL cannot be used: {exc}") from None
+            raise ConfigurationError(
+                f"CONNECTOR_DATABASE_URL ({redact(url)}) cannot be used: {exc}") from None
     db.initialize(database)
-    with db.connection_context():
-        db.create_tables(MODELS, safe=True)
-        Meta.insert(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_ignore().execute()
+    try:
+        with db.connection_context():
+            db.create_tables(MODELS, safe=True)
+            Meta.insert(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_ignore(
+            ).execute()
+    except (ImproperlyConfigured, PeeweeException, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigurationError(
+            f"CONNECTOR_DATABASE_URL ({redact(url)}) cannot be used: {reason}") from None
     return database
+
+
+def redact(url: str) -> str:
+    """Return ``url`` with any password replaced, for messages."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 def write_tx():

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 from flask import Blueprint, Flask, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import store
 from .host import Host
@@ -26,11 +26,31 @@ def _error(status: int, code: str, message: str):
     return jsonify({"error": {"code": code, "message": message}}), status
 
 
+def read_body() -> bytes:
+    """Return the raw body; past 2 MiB answer 413, even for a chunked upload.
+
+    Flask cuts a chunked body (no Content-Length) at MAX_CONTENT_LENGTH without a word,
+    which would turn an oversized delivery into a confusing signature failure.
+    """
+    if request.content_length is None and request.environ.get("wsgi.input_terminated"):
+        stream, chunks, size = request.environ["wsgi.input"], [], 0
+        while size <= MAX_BODY:
+            chunk = stream.read(MAX_BODY + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_BODY:
+            raise RequestEntityTooLarge()
+        return b"".join(chunks)
+    return request.get_data(cache=False)
+
+
 @hooks.post("/hooks/<token>")
 def receive(token: str):
     """Verify on the raw body, record ledger entry and queued run in one commit, answer 2xx."""
     ctype = (request.mimetype or "").lower()
-    body = request.get_data(cache=False)
+    body = read_body()
     if body and ctype and not (ctype in ACCEPTED_TYPES or ctype.endswith("+json")):
         return _error(415, "UNSUPPORTED_MEDIA_TYPE",
                       f"Content-Type {ctype} is not accepted; send application/json")

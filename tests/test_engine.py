@@ -333,3 +333,42 @@ def test_once_keeps_a_maybe_applied_call_pending_and_refuses_to_guess(thost):
         engine.once("s", "k", {"a": 1}, lambda: {"ok": True})
     assert engine.release_key("s", "k") == 1
     assert engine.once("s", "k", {"a": 1}, lambda: {"ok": True}) == {"ok": True}
+
+
+def test_a_key_held_by_a_live_run_makes_others_wait_then_share_its_result(thost):
+    flow = make_flow(thost, [{"action": "t.echo", "inputs": {"value": 1}}])
+    holder = queue(thost, flow, "h").created[0]
+    engine.claim(holder, 60)  # the holder is mid-call, its lease alive
+    IdempotencyRecord.create(scope="s", key="k", request_hash=engine.request_hash({"a": 1}),
+                             run_id=holder, step_name="grant")
+    with pytest.raises(RetriableAPIError, match=f"being used by run {holder}"):
+        engine.once("s", "k", {"a": 1}, lambda: {"second": True}, run_id=holder + 1)
+    IdempotencyRecord.update(status=IdempotencyRecord.DONE, response={"first": True}).execute()
+    assert engine.once("s", "k", {"a": 1}, lambda: {"second": True},
+                       run_id=holder + 1) == {"first": True}
+
+
+def test_a_key_left_pending_by_a_dead_run_is_outcome_unknown(thost):
+    flow = make_flow(thost, [{"action": "t.echo", "inputs": {"value": 1}}])
+    holder = queue(thost, flow, "h").created[0]
+    engine.claim(holder, 60)
+    Run.update(lease_until=utcnow() - dt.timedelta(seconds=1)).execute()  # it died
+    IdempotencyRecord.create(scope="s", key="k", request_hash=engine.request_hash({"a": 1}),
+                             run_id=holder, step_name="grant")
+    with pytest.raises(OutcomeUnknown):
+        engine.once("s", "k", {"a": 1}, lambda: {"second": True}, run_id=holder + 1)
+    with pytest.raises(OutcomeUnknown):  # and the same run, claimed again, refuses too
+        engine.once("s", "k", {"a": 1}, lambda: {"second": True}, run_id=holder)
+
+
+def test_throttled_waits_without_using_up_attempts(thost):
+    from connector import Throttled
+
+    flow = make_flow(thost, [{"name": "s", "action": "t.scripted", "inputs": {"value": 1}}])
+    PLAN["s"] = [Throttled(0)] * 5  # more waits than max_attempts (3)
+    queue(thost, flow)
+    for _ in range(7):
+        engine.run_due(thost)
+        time.sleep(0.01)
+    assert Run.get().status == Run.SUCCEEDED
+    assert CALLS[("scripted", "s")] == 6
