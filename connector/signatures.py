@@ -107,3 +107,9 @@ def verify(
             if hmac.compare_digest(expected.encode(), value.encode()):
                 return msg_id
     raise SignatureError("webhook-signature does not match the body")
+
+
+def verify_subscription(subscription: Mapping, headers: Mapping[str, str], body: bytes) -> str:
+    """Verify against a stored subscription's ``secret`` and any ``previous_secrets``."""
+    found = [subscription.get("secret"), *subscription.get("previous_secrets", [])]
+    return verify([s for s in found if s], headers, body)

@@ -26,24 +26,24 @@ def _error(status: int, code: str, message: str):
     return jsonify({"error": {"code": code, "message": message}}), status
 
 
-def read_body() -> bytes:
-    """Return the raw body; past 2 MiB answer 413, even for a chunked upload.
+def read_body(limit: int = MAX_BODY, cache: bool = False) -> bytes:
+    """Return the raw body; past ``limit`` raise 413, even for a chunked upload.
 
     Flask cuts a chunked body (no Content-Length) at MAX_CONTENT_LENGTH without a word,
     which would turn an oversized delivery into a confusing signature failure.
     """
     if request.content_length is None and request.environ.get("wsgi.input_terminated"):
         stream, chunks, size = request.environ["wsgi.input"], [], 0
-        while size <= MAX_BODY:
-            chunk = stream.read(MAX_BODY + 1 - size)
+        while size <= limit:
+            chunk = stream.read(limit + 1 - size)
             if not chunk:
                 break
             chunks.append(chunk)
             size += len(chunk)
-        if size > MAX_BODY:
+        if size > limit:
             raise RequestEntityTooLarge()
         return b"".join(chunks)
-    return request.get_data(cache=False)
+    return request.get_data(cache=cache)
 
 
 @hooks.post("/hooks/<token>")

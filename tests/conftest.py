@@ -94,6 +94,33 @@ def runtime(connected):
     rt.stop()
 
 
+@pytest.fixture
+def install_plugin(monkeypatch, tmp_path):
+    """Install a one-module plugin under a ``connector`` entry point, for this test only."""
+    import sys
+    from importlib import metadata
+
+    real = metadata.entry_points
+    extra: list[metadata.EntryPoint] = []
+
+    def entry_points(**kwargs):
+        found = real(**kwargs)
+        if kwargs.get("group") == "connector":
+            return metadata.EntryPoints([*found, *extra])
+        return found
+
+    def install(module: str, source: str) -> None:
+        (tmp_path / "site").mkdir(exist_ok=True)
+        (tmp_path / "site" / f"{module}.py").write_text(source)
+        monkeypatch.syspath_prepend(str(tmp_path / "site"))
+        extra.append(metadata.EntryPoint(module, module, "connector"))
+        monkeypatch.setattr(metadata, "entry_points", entry_points)
+
+    yield install
+    for ep in extra:
+        sys.modules.pop(ep.value, None)
+
+
 def wait_for(predicate, timeout: float = 15.0, interval: float = 0.02):
     """Poll ``predicate`` until true; return its last value (tests assert on it)."""
     deadline = time.monotonic() + timeout

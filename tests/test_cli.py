@@ -553,30 +553,6 @@ def test_runs_errors(cli, args, needle):
 
 # -- configuration and broken plugins -------------------------------------------------------------
 
-@pytest.fixture
-def install_plugin(monkeypatch, tmp_path):
-    """Install a one-module plugin under a ``connector`` entry point, for this test only."""
-    real = metadata.entry_points
-    extra: list[metadata.EntryPoint] = []
-
-    def entry_points(**kwargs):
-        found = real(**kwargs)
-        if kwargs.get("group") == "connector":
-            return metadata.EntryPoints([*found, *extra])
-        return found
-
-    def install(module: str, source: str) -> None:
-        (tmp_path / "site").mkdir(exist_ok=True)
-        (tmp_path / "site" / f"{module}.py").write_text(source)
-        monkeypatch.syspath_prepend(str(tmp_path / "site"))
-        extra.append(metadata.EntryPoint(module, module, "connector"))
-        monkeypatch.setattr(metadata, "entry_points", entry_points)
-
-    yield install
-    for ep in extra:
-        sys.modules.pop(ep.value, None)
-
-
 def test_an_installed_plugin_that_fails_to_import_is_one_line(cli, install_plugin):
     install_plugin("cli_broken_plugin", "raise RuntimeError('missing dependency')\n")
     assert_error(cli("plugins"), "cli_broken_plugin", "missing dependency")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from connector import WebhookTrigger, hookimpl
-from connector.signatures import new_secret, verify
+from connector.signatures import new_secret, verify_subscription
 
 REQUIRED = ("idempotency_key", "email", "amount")
 
@@ -43,8 +43,7 @@ class AutoRecharge(WebhookTrigger):
     def verify(self, ctx, request, subscription):
         if ctx.inputs.get("signature") == "none":
             return
-        secrets = [subscription.get("secret"), *subscription.get("previous_secrets", [])]
-        verify([s for s in secrets if s], request.headers, request.body)
+        verify_subscription(subscription, request.headers, request.body)
 
     def parse(self, ctx, request):
         body = request.json()

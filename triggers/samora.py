@@ -13,7 +13,7 @@ from urllib.parse import quote
 from marshmallow import Schema, fields
 
 from connector import FatalAPIError, WebhookTrigger, hookimpl
-from connector.signatures import verify
+from connector.signatures import verify_subscription
 
 
 class Inputs(Schema):
@@ -53,8 +53,7 @@ class CallEvent(WebhookTrigger):
                 raise
 
     def verify(self, ctx, request, subscription):
-        secrets = [subscription.get("secret"), *subscription.get("previous_secrets", [])]
-        verify([s for s in secrets if s], request.headers, request.body)
+        verify_subscription(subscription, request.headers, request.body)
 
     def parse(self, ctx, request):
         body = request.json()

@@ -18,7 +18,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from flask import Flask, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from ..web import read_body
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 E164 = re.compile(r"^\+\d{10,15}$")
@@ -112,20 +114,10 @@ class RateLimiter:
 def raw_body() -> bytes:
     """Return the request body, raising 413 past 2 MiB even for chunked uploads."""
     if "raw_body" not in g:
-        if request.content_length is None and request.environ.get("wsgi.input_terminated"):
-            # Flask silently truncates a chunked body at MAX_CONTENT_LENGTH; read it ourselves.
-            stream, chunks, size = request.environ["wsgi.input"], [], 0
-            while size <= MAX_BODY_BYTES:
-                chunk = stream.read(MAX_BODY_BYTES + 1 - size)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise _too_large()
-            g.raw_body = b"".join(chunks)
-        else:
-            g.raw_body = request.get_data(cache=True)
+        try:
+            g.raw_body = read_body(MAX_BODY_BYTES, cache=True)
+        except RequestEntityTooLarge:
+            raise _too_large() from None
     return g.raw_body
 
 
