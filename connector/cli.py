@@ -70,6 +70,8 @@ def main(verbose: int) -> None:
     """Wire triggers in one service to actions in another: a self-hosted Zapier, in Python."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # urllib3 logs every request URL at DEBUG, and some services take the key in the query.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
 # -- serve, demo, sandbox ---------------------------------------------------------------------
@@ -95,7 +97,7 @@ def serve(ctx, address, port):
     except KeyboardInterrupt:
         pass
     except OSError as exc:
-        raise UserError(f"cannot listen on port {port or host.settings.port}: {exc.strerror}")
+        raise UserError(f"serve: {exc.strerror or exc}") from None
 
 
 @main.command()
@@ -450,7 +452,8 @@ def runs_replay(ctx, run_ids, flow_name, force_key):
         ids += [r.id for r in Run.select(Run.id).where(
             (Run.flow == flow) & (Run.status == Run.FAILED))]
     if not ids:
-        raise UserError("give run ids or --all-failed FLOW")
+        raise UserError(f"flow {flow_name} has no failed runs" if flow_name else
+                        "give run ids or --all-failed FLOW")
     for run_id in ids:
         engine.replay(run_id, force_key=force_key)
         click.echo(f"run {run_id} queued again")

@@ -229,7 +229,8 @@ def _execute(host: Host, run: Run, lease: dt.datetime) -> str:
                 retry_at = utcnow() + dt.timedelta(seconds=delay)
                 with store.write_tx():
                     _hold(run.id, lease, settings.lease_seconds)
-                    _finish_step(sr, StepRun.RETRYING, started_at, started, str(exc), retry_at)
+                    _finish_step(sr, StepRun.RETRYING, started_at, started, str(exc), retry_at,
+                                 counts=not isinstance(exc, Throttled))
                     Run.update(status=Run.QUEUED, next_attempt_at=retry_at, lease_until=None,
                                error=f"step {step.name}: {exc}").where(
                         Run.id == run.id).execute()
@@ -266,14 +267,18 @@ def _fail(run, sr, step_name, message, started_at, started, lease, settings) -> 
     return Run.FAILED
 
 
-def _finish_step(sr: StepRun, status: str, started_at, started: float, error, retry_at=None):
-    sr.attempts += 1
+def _finish_step(sr: StepRun, status: str, started_at, started: float, error, retry_at=None,
+                 counts: bool = True):
+    """Record an attempt; ``counts`` is False for a Throttled wait, which spends no attempt."""
+    if counts:
+        sr.attempts += 1
     sr.status, sr.error = status, error
     sr.started_at = sr.started_at or started_at
     if status != StepRun.RETRYING:
         sr.finished_at = utcnow()
     sr.save()
-    StepAttempt.create(step_run=sr, number=sr.attempts, status=status, error=error,
+    number = StepAttempt.select().where(StepAttempt.step_run == sr).count() + 1
+    StepAttempt.create(step_run=sr, number=number, status=status, error=error,
                        retry_at=retry_at, started_at=started_at,
                        duration_ms=round((time.monotonic() - started) * 1000, 3))
 

@@ -229,8 +229,9 @@ def export(flow: Flow) -> dict:
     trigger = {"key": flow.trigger_key}
     if flow.trigger_connection_id:
         trigger["connection"] = flow.trigger_connection.name
-    if flow.trigger_inputs:
-        trigger["inputs"] = flow.trigger_inputs
+    inputs = {k: v for k, v in (flow.trigger_inputs or {}).items() if v is not None}
+    if inputs:
+        trigger["inputs"] = inputs
     trigger["poll_interval"] = flow.poll_interval
     steps = []
     for step in flow.steps.order_by(Step.position):
@@ -257,7 +258,7 @@ def get(name: str) -> Flow:
 
 
 def webhook_url(host: Host, flow: Flow) -> str:
-    return f"{host.settings.webhook_base()}/hooks/{flow.webhook_token}"
+    return f"{host.webhook_base()}/hooks/{flow.webhook_token}"
 
 
 def trigger_context(host: Host, flow: Flow, state: TriggerState | None = None) -> TriggerContext:
@@ -280,7 +281,10 @@ def enable(host: Host, flow: Flow, backfill: bool = False) -> Flow:
     try:
         if isinstance(trigger, WebhookTrigger):
             stale: list[str] = []
-            if _unsubscribe(host, flow, state, stale):
+            if trigger.manual_setup:
+                if state.sealed_subscription:
+                    ctx.previous_subscription = host.box.open(state.sealed_subscription)
+            elif _unsubscribe(host, flow, state, stale):  # a registration left from before
                 raise UserError(stale[0] + "; switch on again once it is reachable")
             subscription = trigger.subscribe(ctx, webhook_url(host, flow)) or {}
             state.sealed_subscription = host.box.seal(subscription)
@@ -305,7 +309,8 @@ def disable(host: Host, flow: Flow) -> list[str]:
     """Switch a flow off, removing its webhook subscription; return warnings, if any.
 
     When the service refuses to delete the webhook, the subscription is kept so that a
-    later `flows disable` (or the next enable) can try again.
+    later `flows disable` (or the next enable) can try again; a manual-setup webhook keeps
+    its subscription (the secret the user pasted into the service) for the next switch-on.
     """
     warnings: list[str] = []
     state, _ = TriggerState.get_or_create(flow=flow)
@@ -324,6 +329,8 @@ def _unsubscribe(host: Host, flow: Flow, state: TriggerState, warnings: list[str
     trigger = host.catalog.trigger(flow.trigger_key)
     if not (isinstance(trigger, WebhookTrigger) and state.sealed_subscription):
         return False
+    if trigger.manual_setup:
+        return True  # nothing to remove at the service; keep the secret the user pasted
     ctx = trigger_context(host, flow, state)
     try:
         trigger.unsubscribe(ctx, host.box.open(state.sealed_subscription))

@@ -107,6 +107,21 @@ class Host:
         finally:
             client.close()
 
+    def webhook_base(self) -> str:
+        """Return the root URL services use to reach the webhook receiver.
+
+        CONNECTOR_PUBLIC_URL wins; otherwise the address the last `connector serve` bound
+        (recorded in the database, so `flows enable` in another shell agrees with it);
+        otherwise CONNECTOR_HOST:CONNECTOR_PORT.
+        """
+        if self.settings.public_url:
+            return self.settings.public_url.rstrip("/")
+        served = store.Meta.get_or_none(store.Meta.key == "serve_url")
+        return served.value if served else self.settings.webhook_base()
+
+    def record_serve_url(self, url: str) -> None:
+        store.Meta.insert(key="serve_url", value=url.rstrip("/")).on_conflict_replace().execute()
+
     def close(self) -> None:
         if not self.database.is_closed():
             self.database.close()

@@ -13,11 +13,15 @@ from typing import Any, Mapping
 from urllib.parse import urljoin
 
 import requests
+from requests.structures import CaseInsensitiveDict
 
 from .errors import FatalAPIError, RetriableAPIError
 from .sdk import App, OutgoingRequest
 
 RETRIABLE_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+# A gateway answering for the service may have forwarded the request before failing: the
+# effect may have happened. Any other error status came from the service itself, refusing.
+GATEWAY_STATUSES = {502, 504}
 USER_AGENT = "connector/0.1 (+https://github.com/connector)"
 
 
@@ -73,8 +77,10 @@ class ApiClient:
                 outgoing.method, self.url(path), params=outgoing.params or None, json=json,
                 headers=outgoing.headers, timeout=self.timeout, allow_redirects=False,
             )
-        except requests.ConnectTimeout:
-            raise RetriableAPIError(f"cannot reach {self.app.label}: connect timed out") from None
+        except (requests.ConnectTimeout, requests.exceptions.SSLError) as exc:
+            reason = "connect timed out" if isinstance(exc, requests.ConnectTimeout) else (
+                "TLS handshake failed")  # nothing was sent either way
+            raise RetriableAPIError(f"cannot reach {self.app.label}: {reason}") from None
         except requests.Timeout:
             raise RetriableAPIError(f"{self.app.label} did not answer within {self.timeout:g} s",
                                     maybe_applied=True) from None
@@ -109,8 +115,12 @@ class ApiClient:
         code, message = self.app.error_details(response.status_code, body)
         status = response.status_code
         if status in RETRIABLE_STATUSES:
+            # X-RateLimit-Reset says when a rate window reopens: it only explains a 429/503.
+            headers = response.headers if status in (429, 503) else CaseInsensitiveDict(
+                {"Retry-After": response.headers.get("Retry-After", "")})
             raise RetriableAPIError(message, status=status, code=code,
-                                    retry_after=parse_retry_after(response.headers))
+                                    retry_after=parse_retry_after(headers),
+                                    maybe_applied=status in GATEWAY_STATUSES)
         if 300 <= status < 400:
             message = f"unexpected redirect to {response.headers.get('Location', '?').split('?')[0]}"
         raise FatalAPIError(message, status=status, code=code)

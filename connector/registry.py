@@ -91,6 +91,9 @@ class Catalog:
             row = {"kind": entry.kind, "key": entry.key,
                    "app": entry.key if entry.kind == "app" else cls.app,
                    "label": cls.label, "help": cls.help, "plugin": entry.plugin}
+            if entry.kind == "app":
+                row["credentials"] = describe_schema(cls.Credentials)
+                row["base_url"] = cls.base_url or None
             if entry.kind == "trigger":
                 row["type"] = cls.kind
             if entry.kind != "app":

@@ -44,11 +44,16 @@ class Runtime:
         settings = self.host.settings
         address = address or settings.host
         port = settings.port if port is None else port
-        self._server = make_server(address, port, self.app, threaded=True,
-                                   request_handler=_AccessLog)
+        try:
+            self._server = make_server(address, port, self.app, threaded=True,
+                                       request_handler=_AccessLog)
+        except SystemExit:  # werkzeug exits the process when the port is taken
+            raise OSError(f"cannot listen on {address}:{port} (is it in use?)") from None
         bound = self._server.server_port
         if bound != settings.port:
             self.host.settings = dataclasses.replace(settings, port=bound)
+        reachable = "127.0.0.1" if address in ("0.0.0.0", "::", "") else address
+        self.host.record_serve_url(f"http://{reachable}:{bound}")
         return f"http://{address}:{bound}"
 
     def start(self, address: str | None = None, port: int | None = 0) -> str:
@@ -70,7 +75,7 @@ class Runtime:
         url = self.bind(address, port)
         self._start_workers()
         log.info("connector serving on %s (webhooks at %s/hooks/...; Ctrl-C to stop)", url,
-                 self.host.settings.webhook_base())
+                 self.host.webhook_base())
         try:
             self._server.serve_forever()
         finally:

@@ -1,8 +1,9 @@
 """What a plugin author subclasses: App, PollTrigger, WebhookTrigger, ScheduleTrigger, Action.
 
 Each is a declarative class: a key, a label, help text, a marshmallow schema of its inputs
-(fields carrying ``metadata={"secret": True}`` are never shown back) and a sample, plus a few
-small methods to override. The host builds the contexts and calls them; plugins never touch
+and a sample, plus a few small methods to override. ``metadata={"secret": True}`` marks a
+field as a secret: an app's Credentials are sealed at rest and never printed; trigger and
+action inputs are stored as given, so credentials belong in a connection, not in inputs. The host builds the contexts and calls them; plugins never touch
 the database, the scheduler or Flask.
 """
 from __future__ import annotations
@@ -105,6 +106,8 @@ class TriggerContext:
     inputs: dict
     client: Any = None
     state: dict = field(default_factory=dict)
+    #: the subscription kept from an earlier switch-on, for subscribe() to reuse
+    previous_subscription: dict = field(default_factory=dict)
     log: logging.Logger = logging.getLogger("connector.trigger")
 
 
@@ -155,9 +158,15 @@ class PollTrigger(Trigger):
 
 
 class WebhookTrigger(Trigger):
-    """Receive items pushed to the flow's URL; subscribe where the service has an API."""
+    """Receive items pushed to the flow's URL; subscribe where the service has an API.
+
+    ``manual_setup`` triggers have no subscription API: the user pastes the URL (and the
+    secret subscribe() returns) into the service, so switching off keeps the subscription
+    and switching on again reuses it.
+    """
 
     kind = "webhook"
+    manual_setup: ClassVar[bool] = False
 
     def subscribe(self, ctx: TriggerContext, url: str) -> dict:
         """Register ``url`` with the service; return what unsubscribe and verify need.

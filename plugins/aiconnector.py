@@ -2,7 +2,9 @@
 
 The document (seeds/003) puts the key in the ``apiKey`` query parameter for every call except
 POST /subaccounts/credits, which takes it in the ``x-api-key`` header "not as a query
-parameter"; actions ask for that placement with ``auth="header"``. The base URL includes /v1.
+parameter"; actions ask for that placement with ``auth="header"``. The document's base URL,
+https://api.example.com/v1/, is a placeholder (example.com is reserved), so a connection must
+give the platform's real one, ending in /v1.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ class AIConnector(App):
     key = "aiconnector"
     label = "AI Connector"
     help = "AI chat bot platform: contacts, lists, custom-channel messages, agency credits."
-    base_url = "https://api.example.com/v1/"
+    base_url = ""  # the document's https://api.example.com/v1/ is a placeholder
     Credentials = Credentials
 
     def authenticate(self, request, credentials):

@@ -266,3 +266,30 @@ def test_connector_demo_exits_zero_with_its_summary_line(tmp_path):
     assert lines[-1] == "demo: 7 runs succeeded, 0 failed"
     assert "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []  # nothing left in the working directory
+
+
+def test_auto_recharge_keeps_its_signing_secret_across_off_and_on(runtime, sandbox):
+    host = runtime.host
+    flow, secret = enable_recharge(host, sandbox)
+    flows.disable(host, flow)
+    assert post_recharge(host, flow, secret, "ar-off", "client@agency.example", 1
+                         ).status_code == 404  # off: nobody listens
+    flows.enable(host, flow)
+    again = host.box.open(TriggerState.get(TriggerState.flow == flow).sealed_subscription)
+    assert again["secret"] == secret  # what the user pasted into AI Connector still works
+    assert post_recharge(host, flow, secret, "ar-on", "client@agency.example", 1
+                         ).status_code == 200
+
+
+def test_webhook_urls_follow_the_running_serve_from_another_process(runtime, sandbox,
+                                                                     settings):
+    from connector.host import Host
+
+    assert settings.port == 0  # this shell's settings know nothing of the serve's port
+    other = Host(settings)  # another shell on the same database
+    flow = load(other, "call-finished-add-to-list")
+    flows.enable(other, flow)
+    served = f"http://127.0.0.1:{runtime.host.settings.port}/hooks/"
+    assert sandbox.state()["samora"]["webhooks"][0]["url"].startswith(served)
+    trigger_call(sandbox, "+14155550160")
+    assert wait_for(lambda: len(final(flow)) == 1, timeout=20)

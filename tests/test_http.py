@@ -128,3 +128,84 @@ def test_e164_numbers_are_cleaned_and_checked_as_documented():
         with pytest.raises(ValidationError, match="E.164"):
             TriggerCallInputs().load({"agent_id": "123e4567-e89b-12d3-a456-426614174000",
                                       "to_number": bad})
+
+
+class _Status(BaseHTTPRequestHandler):
+    """Answer every request with the status and headers the test put on the server."""
+
+    def do_POST(self):
+        self.send_response(self.server.status)
+        for name, value in self.server.extra_headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def status_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Status)
+    server.status, server.extra_headers = 200, {}
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("status,maybe", [(500, False), (503, False), (429, False),
+                                          (408, False), (502, True), (504, True)])
+def test_only_gateway_errors_may_have_applied_the_call(status_server, status, maybe):
+    status_server.status = status
+    api = ApiClient(Samora(), {"api_key": "k"}, f"http://127.0.0.1:{status_server.server_port}")
+    with pytest.raises(RetriableAPIError) as caught:
+        api.post("/v1/call/trigger", json={})
+    assert caught.value.status == status and caught.value.maybe_applied is maybe
+
+
+def test_rate_limit_reset_only_explains_a_429(status_server):
+    reset = {"X-RateLimit-Reset": "45"}
+    api = ApiClient(Samora(), {"api_key": "k"}, f"http://127.0.0.1:{status_server.server_port}")
+    status_server.status, status_server.extra_headers = 500, reset
+    with pytest.raises(RetriableAPIError) as caught:
+        api.post("/x", json={})
+    assert caught.value.retry_after is None
+    status_server.status = 429
+    with pytest.raises(RetriableAPIError) as caught:
+        api.post("/x", json={})
+    assert caught.value.retry_after == 45
+    status_server.status, status_server.extra_headers = 500, {"retry-after": "7"}
+    with pytest.raises(RetriableAPIError) as caught:
+        api.post("/x", json={})
+    assert caught.value.retry_after == 7
+
+
+def test_tls_failure_sent_nothing(status_server):
+    api = ApiClient(Samora(), {"api_key": "k"},
+                    f"https://127.0.0.1:{status_server.server_port}")  # plain HTTP behind it
+    with pytest.raises(RetriableAPIError) as caught:
+        api.post("/v1/call/trigger", json={})
+    assert caught.value.maybe_applied is False and "TLS" in str(caught.value)
+
+
+def test_verbose_logging_never_prints_a_query_string_key(sandbox, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from connector.crypto import new_key
+
+    info = sandbox.connections()["aiconnector"]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")},
+           "CONNECTOR_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}",
+           "CONNECTOR_SECRET_KEY": new_key()}
+    cli = [sys.executable, "-m", "connector.cli"]
+    subprocess.run([*cli, "connections", "add", "ai", "--app", "aiconnector", "--base-url",
+                    info["base_url"], "--field", "api_key=aic_test_key"], env=env, check=True,
+                   capture_output=True, cwd=tmp_path)
+    done = subprocess.run([*cli, "-vv", "connections", "test", "ai"], env=env,
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "aic_test_key" not in done.stdout + done.stderr

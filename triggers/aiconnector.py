@@ -38,7 +38,8 @@ class AutoRecharge(WebhookTrigger):
               "threshold": 50, "event": "auto_recharge"}
 
     def subscribe(self, ctx, url):
-        return {"secret": new_secret(), "url": url}
+        # The user pasted this secret into AI Connector: keep it across off and on.
+        return {"secret": ctx.previous_subscription.get("secret") or new_secret(), "url": url}
 
     def verify(self, ctx, request, subscription):
         if ctx.inputs.get("signature") == "none":
