@@ -15,6 +15,7 @@ Every error names the place in the file (``steps[0].inputs.to_number``) and what
 """
 from __future__ import annotations
 
+import datetime as dt
 import re
 import secrets
 from pathlib import Path
@@ -25,7 +26,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from . import conditions, store, templates
 from .errors import APIError, FlowError, NotFound, UserError
 from .host import Host
-from .sdk import PollTrigger, TriggerContext, WebhookTrigger
+from .sdk import PollTrigger, ScheduleTrigger, TriggerContext, WebhookTrigger
 from .store import Connection, Flow, Step, TriggerState, utcnow
 
 NAME = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
@@ -291,6 +292,10 @@ def enable(host: Host, flow: Flow, backfill: bool = False) -> Flow:
         elif isinstance(trigger, PollTrigger) and not backfill:
             from .intake import prime
             prime(host, flow, trigger, ctx, state)
+        elif isinstance(trigger, ScheduleTrigger):
+            # Count from now: firings missed while the flow was off are not backfilled.
+            state.cursor = {**(state.cursor or {}), "last_fire": dt.datetime.now(
+                dt.timezone.utc).isoformat()}
     except APIError as exc:
         raise UserError(f"flow {flow.name}: cannot switch on: {exc}") from None
     finally:

@@ -16,7 +16,9 @@ from peewee import IntegrityError
 from . import store
 from .errors import APIError, SignatureError
 from .host import Host
-from .sdk import PollTrigger, Trigger, TriggerContext, WebhookRequest, WebhookTrigger
+from .sdk import (
+    PollTrigger, ScheduleTrigger, Trigger, TriggerContext, WebhookRequest, WebhookTrigger,
+)
 from .store import Flow, Run, SeenItem, TriggerState, fit_key, utcnow
 
 log = logging.getLogger("connector.intake")
@@ -107,6 +109,39 @@ def poll_flow(host: Host, flow: Flow) -> Intake:
     finally:
         if ctx.client:
             ctx.client.close()
+
+
+def fire_times(trigger, after: dt.datetime, until: dt.datetime, cap: int) -> list[dt.datetime]:
+    """Return the APScheduler ``trigger``'s fire times in (after, until], the last ``cap``."""
+    times: list[dt.datetime] = []
+    tick = dt.timedelta(microseconds=1)
+    nxt = trigger.get_next_fire_time(None, after + tick)
+    while nxt is not None and nxt <= until:
+        times.append(nxt)
+        times = times[-cap:]
+        nxt = trigger.get_next_fire_time(nxt, nxt + tick)
+    return times
+
+
+def fire_schedule(host: Host, flow: Flow, now: dt.datetime | None = None) -> Intake:
+    """Queue a run for each firing of a schedule flow due since its last one."""
+    from .flows import trigger_context
+
+    trigger = host.catalog.trigger(flow.trigger_key)
+    if not isinstance(trigger, ScheduleTrigger):
+        raise ValueError(f"flow {flow.name}: trigger {flow.trigger_key} is not a schedule")
+    now = now or dt.datetime.now(dt.timezone.utc)
+    state, _ = TriggerState.get_or_create(flow=flow)
+    cursor = dict(state.cursor or {})
+    last = cursor.get("last_fire")
+    after = (dt.datetime.fromisoformat(last) if last else
+             (flow.enabled_at or utcnow()).replace(tzinfo=dt.timezone.utc))
+    times = fire_times(trigger.schedule(flow.trigger_inputs or {}), after, now, trigger.catch_up)
+    if not times:
+        return Intake()
+    ctx = trigger_context(host, flow, state)
+    keyed = _keyed(trigger, [trigger.item(ctx, t) for t in times])
+    return ingest(flow, trigger, keyed, state, {**cursor, "last_fire": times[-1].isoformat()})
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""APScheduler in-process: one poll job per enabled polling flow, and the due-runs job.
+"""APScheduler in-process: a poll job per polling flow, the schedule job, the due-runs job.
 
 :meth:`Scheduler.sync` reconciles jobs with the flows table (a flow switched on from another
 process is picked up within ``sync_interval`` seconds). :meth:`Scheduler.tick` does one round
@@ -14,8 +14,8 @@ from . import store
 from .engine import Executor, run_due
 from .errors import APIError
 from .host import Host
-from .intake import poll_flow
-from .sdk import PollTrigger
+from .intake import fire_schedule, poll_flow
+from .sdk import PollTrigger, ScheduleTrigger
 from .store import Flow
 
 log = logging.getLogger("connector.scheduler")
@@ -37,6 +37,7 @@ class Scheduler:
         if self.executor is not None:
             self.aps.add_job(self.executor.dispatch, "interval",
                              seconds=self.host.settings.dispatch_interval, id="due-runs")
+        self.aps.add_job(self.fire_schedules, "interval", seconds=1, id="schedules")
         self.aps.start()
         self.sync()
 
@@ -46,15 +47,41 @@ class Scheduler:
 
     def poll_flows(self) -> list[Flow]:
         """Return the enabled flows whose trigger polls."""
+        return self._enabled(PollTrigger)
+
+    def schedule_flows(self) -> list[Flow]:
+        """Return the enabled flows whose trigger is a schedule."""
+        return self._enabled(ScheduleTrigger)
+
+    def _enabled(self, kind: type) -> list[Flow]:
         flows = []
         for flow in Flow.select().where(Flow.enabled == True):  # noqa: E712
             try:
                 trigger = self.host.catalog.trigger(flow.trigger_key)
             except Exception:  # a flow whose plugin is no longer installed
                 continue
-            if isinstance(trigger, PollTrigger):
+            if isinstance(trigger, kind):
                 flows.append(flow)
         return flows
+
+    def fire_schedules(self, now=None) -> int:
+        """Queue the due firings of every schedule flow; return how many runs were queued.
+
+        Firings are deduped on their scheduled time, so two schedulers (or a restart in the
+        middle) never queue one twice.
+        """
+        queued = 0
+        try:
+            for flow in self.schedule_flows():
+                try:
+                    queued += len(fire_schedule(self.host, flow, now).created)
+                except Exception:
+                    log.exception("schedule of flow %s failed", flow.name)
+        finally:
+            _close_db()
+        if queued and self.executor is not None:
+            self.executor.wake()
+        return queued
 
     def sync(self) -> None:
         """Add, reschedule and remove poll jobs to match the enabled flows."""
@@ -92,10 +119,11 @@ class Scheduler:
         finally:
             _close_db()
 
-    def tick(self) -> int:
-        """Poll every enabled polling flow once, then run every due run; return runs done."""
+    def tick(self, now=None) -> int:
+        """Poll every polling flow once, fire due schedules, run every due run; return runs."""
         for flow in self.poll_flows():
             self.poll(flow.id)
+        self.fire_schedules(now)
         return run_due(self.host)
 
 

@@ -194,9 +194,24 @@ class WebhookTrigger(Trigger):
 
 
 class ScheduleTrigger(Trigger):
-    """Fire on a schedule; each firing's scheduled time is its dedupe key."""
+    """Fire on a schedule; each firing's scheduled time is its dedupe key.
+
+    :meth:`schedule` returns an APScheduler trigger (IntervalTrigger, CronTrigger...) built
+    from the inputs. Its fire times must not depend on when it is built: anchor an interval
+    with ``start_date``, so that every process and every restart computes the same times
+    and the ledger can drop a firing a second scheduler already recorded.
+    """
 
     kind = "schedule"
+    #: after a pause (host down), fire at most this many of the missed times, latest first
+    catch_up: ClassVar[int] = 1
+
+    def schedule(self, inputs: dict):
+        raise NotImplementedError
+
+    def item(self, ctx: TriggerContext, scheduled_at) -> dict:
+        """Return the item for one firing; the default carries its ISO time."""
+        return {"scheduled_at": scheduled_at.isoformat()}
 
     def dedupe_key(self, item: dict) -> str:
         return str(item["scheduled_at"])
