@@ -10,8 +10,9 @@ from .errors import (
     Throttled, UserError,
 )
 from .hookspecs import hookimpl
+from .fields import Phone
 from .sdk import (
-    Action, ActionContext, App, PollTrigger, ScheduleTrigger, Trigger, TriggerContext,
+    Action, ActionContext, App, PollTrigger, ScheduleTrigger, Search, Trigger, TriggerContext,
     WebhookRequest, WebhookTrigger,
 )
 
@@ -19,7 +20,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APIError", "Action", "ActionContext", "App", "ConfigurationError", "ConnectorError",
-    "FatalAPIError", "FlowError", "IdempotencyConflict", "OutcomeUnknown", "PluginError",
-    "PollTrigger", "RetriableAPIError", "ScheduleTrigger", "SignatureError", "Throttled",
+    "FatalAPIError", "FlowError", "IdempotencyConflict", "OutcomeUnknown", "Phone",
+    "PluginError", "PollTrigger", "RetriableAPIError", "ScheduleTrigger", "Search",
+    "SignatureError", "Throttled",
     "Trigger", "TriggerContext", "UserError", "WebhookRequest", "WebhookTrigger", "hookimpl",
 ]

@@ -147,12 +147,18 @@ def keygen():
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
-def plugins(as_json):
-    """List the loaded apps, triggers and actions and the plugin that registered each."""
+@click.option("--markdown", is_flag=True, help="Print the catalog page (docs/catalog.md).")
+def plugins(as_json, markdown):
+    """List the loaded apps, triggers, actions and searches, and who registered each."""
     from .registry import build_catalog, make_manager
 
     settings = Settings.from_env()
     catalog = build_catalog(make_manager(settings.load_plugins, settings.block_plugins))
+    if markdown:
+        from .catalog_doc import render_markdown
+
+        click.echo(render_markdown(catalog), nl=False)
+        return
     rows = catalog.describe()
     if as_json:
         _echo_json(rows)

@@ -26,7 +26,7 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 
 def _list(env: Mapping[str, str], name: str) -> list[str] | None:
     raw = env.get(name)
-    if raw is None:
+    if raw is None or not raw.strip():  # set but empty means "not set", not "nothing"
         return None
     return [item.strip() for item in raw.split(",") if item.strip()]
 

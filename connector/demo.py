@@ -104,8 +104,9 @@ def _scenario(host: Host, runtime: Runtime, sandbox, root: str, examples: Path,
               out: Callable[[str], None]) -> int:
     checks = Checks(out)
     state = lambda: requests.get(f"{root}/_sandbox/state", timeout=10).json()  # noqa: E731
-    for app, info in sandbox.connections().items():
-        host.add_connection(CONNECTION_NAMES[app], app, info["credentials"], info["base_url"])
+    for app, name in CONNECTION_NAMES.items():
+        info = sandbox.connections()[app]
+        host.add_connection(name, app, info["credentials"], info["base_url"])
     saved = {}
     for path in sorted(examples.glob("*.yaml")):
         flow = flows.save(host, flows.load_file(path))

@@ -36,3 +36,12 @@ def register_actions(register: Callable[[type], None]) -> None:
 
     :param register: call once per Action subclass; its ``app`` must be a registered app key.
     """
+
+
+@hookspec
+def register_searches(register: Callable[[type], None]) -> None:
+    """Register Search subclasses (find records; fill dropdowns) with ``register``.
+
+    :param register: call once per Search subclass; its key shares the actions' namespace,
+        because a search can be a flow step too.
+    """

@@ -107,6 +107,23 @@ class Host:
         finally:
             client.close()
 
+    def options(self, search_key: str, connection: str, inputs: dict | None = None) -> list[dict]:
+        """Run a search and return its records as dropdown options ``{"value", "label"}``."""
+        from .sdk import ActionContext
+
+        search = self.catalog.search(search_key)
+        try:
+            data = search.Inputs().load(inputs or {})
+        except ValidationError as err:
+            raise UserError(f"search {search_key}: {validation_message(err)}") from None
+        client = self.client(self.connection(connection))
+        try:
+            ctx = ActionContext(flow_name="", run_id=0, step_name=search_key,
+                                idempotency_key="", client=client)
+            return [search.option(record) for record in search.search(ctx, data)]
+        finally:
+            client.close()
+
     def webhook_base(self) -> str:
         """Return the root URL services use to reach the webhook receiver.
 

@@ -14,7 +14,7 @@ from marshmallow import Schema
 
 from . import hookspecs
 from .errors import NotFound, PluginError
-from .sdk import Action, App, Trigger
+from .sdk import Action, App, Search, Trigger
 
 GROUP = "connector"
 
@@ -62,6 +62,7 @@ class Catalog:
     apps: dict[str, Entry] = field(default_factory=dict)
     triggers: dict[str, Entry] = field(default_factory=dict)
     actions: dict[str, Entry] = field(default_factory=dict)
+    searches: dict[str, Entry] = field(default_factory=dict)
 
     def app(self, key: str) -> App:
         return self._get(self.apps, "app", key)()
@@ -70,7 +71,13 @@ class Catalog:
         return self._get(self.triggers, "trigger", key)()
 
     def action(self, key: str) -> Action:
+        """Return the action or search ``key`` (both can be flow steps)."""
+        if key in self.searches:
+            return self.searches[key].cls()
         return self._get(self.actions, "action", key)()
+
+    def search(self, key: str) -> Search:
+        return self._get(self.searches, "search", key)()
 
     @staticmethod
     def _get(table: dict, kind: str, key: str):
@@ -81,7 +88,8 @@ class Catalog:
         return entry.cls
 
     def entries(self) -> list[Entry]:
-        return [*self.apps.values(), *self.triggers.values(), *self.actions.values()]
+        return [*self.apps.values(), *self.triggers.values(), *self.actions.values(),
+                *self.searches.values()]
 
     def describe(self) -> list[dict]:
         """Return the JSON-able listing `connector plugins --json` prints."""
@@ -107,10 +115,27 @@ def describe_schema(schema_cls: type[Schema]) -> list[dict]:
     fields_ = []
     for name, fld in schema_cls().fields.items():
         meta = fld.metadata
-        fields_.append({"name": fld.data_key or name, "type": fld.__class__.__name__,
-                        "required": fld.required, "label": meta.get("label", name),
-                        "help": meta.get("help", ""), "secret": bool(meta.get("secret"))})
+        row = {"name": fld.data_key or name, "type": fld.__class__.__name__,
+               "required": fld.required, "label": meta.get("label", name),
+               "help": meta.get("help", ""), "secret": bool(meta.get("secret"))}
+        if meta.get("choices_from"):
+            row["choices_from"] = meta["choices_from"]
+        choices = _choices(fld)
+        if choices:
+            row["choices"] = choices
+        fields_.append(row)
     return fields_
+
+
+def _choices(fld) -> list | None:
+    """Return the fixed choices a field's OneOf/ContainsOnly validator allows, if any."""
+    from marshmallow import fields as mfields, validate
+
+    inner = fld.inner if isinstance(fld, mfields.List) else fld
+    for validator in inner.validators:
+        if isinstance(validator, (validate.OneOf, validate.ContainsOnly)):
+            return list(validator.choices)
+    return None
 
 
 def build_catalog(pm: pluggy.PluginManager) -> Catalog:
@@ -119,7 +144,8 @@ def build_catalog(pm: pluggy.PluginManager) -> Catalog:
 
     def registrar(kind: str, table: dict, base: type, plugin_name: str):
         def register(cls):
-            if not (isinstance(cls, type) and issubclass(cls, base)):
+            if not (isinstance(cls, type) and issubclass(cls, base)) or (
+                    kind == "action" and issubclass(cls, Search)):
                 raise PluginError(f"plugin {plugin_name} registered {cls!r} as {kind}, "
                                   f"which is not a {base.__name__} subclass")
             if not cls.key:
@@ -132,12 +158,24 @@ def build_catalog(pm: pluggy.PluginManager) -> Catalog:
 
     for hook, kind, table, base in (("register_apps", "app", catalog.apps, App),
                                     ("register_triggers", "trigger", catalog.triggers, Trigger),
-                                    ("register_actions", "action", catalog.actions, Action)):
+                                    ("register_actions", "action", catalog.actions, Action),
+                                    ("register_searches", "search", catalog.searches, Search)):
         caller = getattr(pm.hook, hook)
         for impl in caller.get_hookimpls():
             impl.function(registrar(kind, table, base, impl.plugin_name))
-    for entry in [*catalog.triggers.values(), *catalog.actions.values()]:
+    for key in set(catalog.actions) & set(catalog.searches):
+        raise PluginError(f"step key {key!r} is registered as an action by plugin "
+                          f"{catalog.actions[key].plugin} and as a search by plugin "
+                          f"{catalog.searches[key].plugin}")
+    for entry in [*catalog.triggers.values(), *catalog.actions.values(),
+                  *catalog.searches.values()]:
         if entry.cls.app not in catalog.apps:
             raise PluginError(f"{entry.kind} {entry.key} (plugin {entry.plugin}) names app "
                               f"{entry.cls.app!r}, which no plugin registers")
+        for fname, fld in entry.cls.Inputs().fields.items():
+            source = fld.metadata.get("choices_from")
+            if source and source not in catalog.searches:
+                raise PluginError(f"{entry.kind} {entry.key} (plugin {entry.plugin}): input "
+                                  f"{fname} takes its choices from {source!r}, which is not a "
+                                  "registered search")
     return catalog

@@ -230,6 +230,30 @@ class Action(_Component):
         raise NotImplementedError
 
 
+class Search(Action):
+    """Find records in a service: a step whose output is ``found``/``count``/``first``/``results``.
+
+    Override :meth:`search` (return a list of records). A search also fills dropdowns: an
+    input field whose metadata names it (``{"choices_from": "samora.list_agents"}``) offers
+    each record as :meth:`option` describes it.
+    """
+
+    def search(self, ctx: ActionContext, inputs: dict) -> list[dict]:
+        raise NotImplementedError
+
+    def option(self, record: dict) -> dict:
+        """Return ``{"value", "label"}`` for one record in a dropdown."""
+        value = record.get("id")
+        label = (record.get("name") or record.get("label") or record.get("title")
+                 or record.get("email") or value)
+        return {"value": value, "label": str(label)}
+
+    def run(self, ctx: ActionContext, inputs: dict) -> dict:
+        results = list(self.search(ctx, inputs) or [])
+        return {"found": bool(results), "count": len(results),
+                "first": results[0] if results else None, "results": results}
+
+
 def request_hash(value: Any) -> str:
     """Return a stable digest of a request, to tell a repeat from a conflicting reuse."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()

@@ -58,9 +58,10 @@ def cli(env):
 @pytest.fixture
 def wired(cli, sandbox):
     """Add one connection per sandbox service through the CLI, named as in examples/flows."""
-    for app, info in sandbox.connections().items():
+    for app, name in CONNECTION_NAMES.items():
+        info = sandbox.connections()[app]
         fields = [arg for k, v in info["credentials"].items() for arg in ("--field", f"{k}={v}")]
-        result = cli("connections", "add", CONNECTION_NAMES[app], "--app", app,
+        result = cli("connections", "add", name, "--app", app,
                      "--base-url", info["base_url"], *fields)
         assert result.exit_code == 0, result.output
     return sandbox

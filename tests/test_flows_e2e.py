@@ -53,6 +53,7 @@ def new_contact(sandbox, name, phone=None):
 
 # -- new contact -> trigger call ------------------------------------------------------------
 
+@pytest.mark.covers("contacts_api.new_contact", "samora.trigger_call")
 def test_new_contacts_are_called_once_and_old_ones_never(runtime, sandbox):
     host = runtime.host
     flow = load(host, "new-contact-call")
@@ -133,6 +134,8 @@ def trigger_call(sandbox, number):
     return answer.json()["call_id"]
 
 
+@pytest.mark.covers("samora.call_finished", "aiconnector.create_contact",
+                     "aiconnector.add_to_list")
 def test_finished_call_creates_contact_and_adds_it_to_the_list(runtime, sandbox):
     host = runtime.host
     flow = load(host, "call-finished-add-to-list")
@@ -212,6 +215,7 @@ def balance(sandbox, email="client@agency.example"):
     return next(s["balance"] for s in subs if s["email"] == email)
 
 
+@pytest.mark.covers("aiconnector.auto_recharge", "aiconnector.grant_credits")
 def test_auto_recharge_delivered_twice_grants_once(runtime, sandbox):
     host = runtime.host
     flow, secret = enable_recharge(host, sandbox)

@@ -126,7 +126,8 @@ def trigger(http, sandbox, to_number="+919876543210", **extra):
 def test_urls_connections_and_seed(sandbox, http):
     root = sandbox.root_url
     assert sandbox.urls == {"contacts_api": root + "/contacts-api", "samora": root + "/samora",
-                            "aiconnector": root + "/aiconnector/v1"}
+                            "aiconnector": root + "/aiconnector/v1", "sami_os": root + "/sami-os",
+                            "samva": root + "/samva"}
     connections = sandbox.connections()
     assert connections["contacts_api"]["credentials"] == {"api_key": "ca_test_key",
                                                           "org_id": "org_demo"}

@@ -23,7 +23,8 @@ from flask import Flask, request
 
 from connector.signatures import new_secret
 
-from .common import ApiError, RateLimiter, create_service_app, json_body, now_iso, require_str
+from .common import (ApiError, RateLimiter, create_service_app, json_body, now_iso, raw_body,
+                     require_str)
 from .delivery import Deliverer
 
 DEFAULT_KEY = "aic_test_key"
@@ -275,6 +276,39 @@ class AIConnector:
                 "auto_recharge": ({"url": self.auto_recharge["url"]}
                                   if self.auto_recharge else None),
             }
+
+    # The sandbox composes services through these (see app.py).
+    name, prefix = "aiconnector", "/aiconnector"
+
+    def connection(self, root: str) -> dict:
+        return {"base_url": root + self.prefix + "/v1", "credentials": {"api_key": DEFAULT_KEY}}
+
+    def seeded(self) -> dict:
+        return {"api_key": DEFAULT_KEY, "list_id": DEMO_LIST_ID,
+                "subaccount_email": DEMO_SUBACCOUNT_EMAIL, "subaccount_balance": 42}
+
+    def state(self) -> dict:
+        return self.snapshot()
+
+    def register_admin(self, app) -> None:
+        """Add /_sandbox/aiconnector/... routes: the dashboard's auto-recharge settings."""
+
+        def body() -> dict:
+            return json_body() if raw_body().strip() else {}
+
+        @app.put("/aiconnector/auto-recharge")
+        def aiconnector_configure():
+            data = body()
+            return self.configure_auto_recharge(data.get("url"), data.get("secret"))
+
+        @app.post("/aiconnector/auto-recharge/fire")
+        def aiconnector_fire():
+            data = body()
+            if "amount" not in data:
+                raise ApiError(400, "VALIDATION_ERROR", "Field amount is required.",
+                               {"field": "amount"})
+            return self.fire_auto_recharge(data.get("email"), data["amount"],
+                                           data.get("idempotency_key"), data.get("times", 1))
 
     def _authenticate(self):
         if request.path == CREDITS_PATH:

@@ -1,9 +1,11 @@
 """The :class:`Sandbox`: every emulator mounted on one WSGI app, served on loopback.
 
-``/contacts-api``, ``/samora`` and ``/aiconnector`` each mount one service's Flask app;
-``/_sandbox`` is an unauthenticated admin app (state, reset, auto-recharge, finishing
-calls) for tests and demos. All state lives behind one re-entrant lock because the server
-is threaded.
+Each service object mounts its own Flask app under its ``prefix`` (``/contacts-api``,
+``/samora``, ``/aiconnector``, ``/sami-os``, ``/samva``) and says how a connection reaches it
+(``connection(root)``), what its seed holds (``seeded()``), what tests may inspect
+(``state()``) and which admin routes it adds to ``/_sandbox``, the unauthenticated admin app
+(state, reset, service-specific controls) for tests and demos. All state lives behind one
+re-entrant lock because the server is threaded.
 """
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ from flask import Flask, request
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from . import aiconnector, contacts_api, samora
 from .aiconnector import AIConnector
 from .common import ApiError, RateLimiter, create_service_app, json_body, raw_body
 from .contacts_api import ContactsApi
 from .delivery import Deliverer, Scheduler
+from .sami_os import SamiOs
 from .samora import Samora
+from .samva import Samva
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -43,16 +46,17 @@ class Sandbox:
         self.samora = Samora(self.lock, self.limiter, self.scheduler, self.deliverer,
                              call_delay)
         self.aiconnector = AIConnector(self.lock, self.limiter, self.deliverer)
+        self.sami_os = SamiOs(self.lock, self.limiter, self.scheduler, self.deliverer)
+        self.samva = Samva(self.lock, self.limiter, self.scheduler, self.deliverer)
+        self.services = [self.contacts_api, self.samora, self.aiconnector, self.sami_os,
+                         self.samva]
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.root_url: str | None = None
         self.reset()
-        self.wsgi_app = DispatcherMiddleware(self._root_app(), {
-            "/contacts-api": self.contacts_api.create_app(),
-            "/samora": self.samora.create_app(),
-            "/aiconnector": self.aiconnector.create_app(),
-            "/_sandbox": self._admin_app(),
-        })
+        mounts = {svc.prefix: svc.create_app() for svc in self.services}
+        mounts["/_sandbox"] = self._admin_app()
+        self.wsgi_app = DispatcherMiddleware(self._root_app(), mounts)
 
     # Lifecycle
 
@@ -115,9 +119,8 @@ class Sandbox:
         """Drop pending background work and return every service to its seed state."""
         self.scheduler.cancel_all()
         with self.lock:
-            self.contacts_api.reset(self.seed)
-            self.samora.reset(self.seed)
-            self.aiconnector.reset(self.seed)
+            for svc in self.services:
+                svc.reset(self.seed)
             self.deliverer.clear()
             self.limiter.reset()
 
@@ -131,26 +134,19 @@ class Sandbox:
     @property
     def urls(self) -> dict[str, str]:
         """Return each service's base URL as a connection uses it."""
-        return _urls(self._root())
+        return {name: conn["base_url"] for name, conn in self.connections().items()}
 
     def connections(self) -> dict[str, dict]:
         """Return a base URL and the seeded credentials for each service."""
-        return _connections(self._root())
+        return self._connections(self._root())
+
+    def _connections(self, root: str) -> dict[str, dict]:
+        return {svc.name: svc.connection(root) for svc in self.services}
 
     @property
     def seeded(self) -> dict:
-        """Return the ids and keys the seed data holds (for demos and tests)."""
-        return {
-            "contacts_api": {"api_key": contacts_api.DEFAULT_KEY,
-                             "org_id": contacts_api.DEFAULT_ORG,
-                             "other_api_key": contacts_api.OTHER_KEY,
-                             "other_org_id": contacts_api.OTHER_ORG},
-            "samora": {"api_key": samora.DEFAULT_KEY, "agent_id": samora.DEMO_AGENT_ID},
-            "aiconnector": {"api_key": aiconnector.DEFAULT_KEY,
-                            "list_id": aiconnector.DEMO_LIST_ID,
-                            "subaccount_email": aiconnector.DEMO_SUBACCOUNT_EMAIL,
-                            "subaccount_balance": 42},
-        }
+        """Return the ids and keys the seed data holds, per service (for demos and tests)."""
+        return {svc.name: svc.seeded() for svc in self.services}
 
     @property
     def delivery_log(self) -> list[dict]:
@@ -160,12 +156,9 @@ class Sandbox:
     def state(self) -> dict:
         """Return all state as JSON-ready data (no secrets)."""
         with self.lock:
-            return {
-                "contacts_api": {"contacts": self.contacts_api.snapshot()},
-                "samora": self.samora.snapshot(),
-                "aiconnector": self.aiconnector.snapshot(),
-                "deliveries": self.deliverer.entries(),
-            }
+            data = {svc.name: svc.state() for svc in self.services}
+            data["deliveries"] = self.deliverer.entries()
+            return data
 
     def configure_auto_recharge(self, url: str, secret: str | None = None) -> dict:
         """Set AI Connector's auto-recharge webhook; return {"url", "secret"}."""
@@ -187,7 +180,8 @@ class Sandbox:
 
         @app.get("/")
         def index():
-            return {"services": _urls(request.host_url.rstrip("/")),
+            return {"services": {name: conn["base_url"] for name, conn in
+                                 self._connections(request.host_url.rstrip("/")).items()},
                     "admin": request.host_url + "_sandbox/state"}
 
         return app
@@ -204,30 +198,15 @@ class Sandbox:
 
         @app.get("/connections")
         def connections():
-            return _connections(request.host_url.rstrip("/"))
+            return self._connections(request.host_url.rstrip("/"))
 
         @app.post("/reset")
         def reset():
             self.reset()
             return {"reset": True}
 
-        @app.put("/aiconnector/auto-recharge")
-        def configure():
-            data = body()
-            return self.configure_auto_recharge(data.get("url"), data.get("secret"))
-
-        @app.post("/aiconnector/auto-recharge/fire")
-        def fire():
-            data = body()
-            if "amount" not in data:
-                raise ApiError(400, "VALIDATION_ERROR", "Field amount is required.",
-                               {"field": "amount"})
-            return self.fire_auto_recharge(data.get("email"), data["amount"],
-                                           data.get("idempotency_key"), data.get("times", 1))
-
-        @app.post("/samora/calls/<call_id>/finish")
-        def finish(call_id):
-            return self.finish_call(call_id, body().get("status", "CALL_FINISHED"))
+        for svc in self.services:
+            svc.register_admin(app)
 
         @app.post("/wait-idle")
         def wait_idle():
@@ -238,20 +217,3 @@ class Sandbox:
             return {"idle": self.wait_idle(min(float(timeout), 60.0))}
 
         return app
-
-
-def _urls(root: str) -> dict[str, str]:
-    return {"contacts_api": root + "/contacts-api", "samora": root + "/samora",
-            "aiconnector": root + "/aiconnector/v1"}
-
-
-def _connections(root: str) -> dict[str, dict]:
-    urls = _urls(root)
-    return {
-        "contacts_api": {"base_url": urls["contacts_api"],
-                         "credentials": {"api_key": contacts_api.DEFAULT_KEY,
-                                         "org_id": contacts_api.DEFAULT_ORG}},
-        "samora": {"base_url": urls["samora"], "credentials": {"api_key": samora.DEFAULT_KEY}},
-        "aiconnector": {"base_url": urls["aiconnector"],
-                        "credentials": {"api_key": aiconnector.DEFAULT_KEY}},
-    }

@@ -165,6 +165,23 @@ class ContactsApi:
         with self.lock:
             return {org: self.list_contacts(org, limit=10**9)["items"] for org in self.contacts}
 
+    # The sandbox composes services through these (see app.py).
+    name, prefix = "contacts_api", "/contacts-api"
+
+    def connection(self, root: str) -> dict:
+        return {"base_url": root + self.prefix,
+                "credentials": {"api_key": DEFAULT_KEY, "org_id": DEFAULT_ORG}}
+
+    def seeded(self) -> dict:
+        return {"api_key": DEFAULT_KEY, "org_id": DEFAULT_ORG, "other_api_key": OTHER_KEY,
+                "other_org_id": OTHER_ORG}
+
+    def state(self) -> dict:
+        return {"contacts": self.snapshot()}
+
+    def register_admin(self, app) -> None:
+        """Add this service's admin routes (none yet) to the /_sandbox app."""
+
     def _get(self, org_id: str, contact_id: str) -> dict:
         contact = self.contacts.get(org_id, {}).get(contact_id)
         if contact is None:

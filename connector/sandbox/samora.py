@@ -29,7 +29,7 @@ from flask import Flask, Response, request
 from connector.signatures import new_secret
 
 from .common import (E164, ApiError, RateLimiter, create_service_app, json_body, now_iso,
-                     require_str)
+                     raw_body, require_str)
 from .delivery import Deliverer, Scheduler
 
 DEFAULT_KEY = "sam_test_key"
@@ -272,6 +272,26 @@ class Samora:
                 "calls": [self.call_details(cid) for cid in self.calls],
                 "webhooks": [_public_hook(h) for h in self.webhooks.values()],
             }
+
+    # The sandbox composes services through these (see app.py).
+    name, prefix = "samora", "/samora"
+
+    def connection(self, root: str) -> dict:
+        return {"base_url": root + self.prefix, "credentials": {"api_key": DEFAULT_KEY}}
+
+    def seeded(self) -> dict:
+        return {"api_key": DEFAULT_KEY, "agent_id": DEMO_AGENT_ID}
+
+    def state(self) -> dict:
+        return self.snapshot()
+
+    def register_admin(self, app) -> None:
+        """Add /_sandbox/samora/... routes: finish a call now."""
+
+        @app.post("/samora/calls/<call_id>/finish")
+        def samora_finish(call_id):
+            data = json_body() if raw_body().strip() else {}
+            return self.finish_call(call_id, data.get("status", "CALL_FINISHED"))
 
     def _authenticate(self):
         key = request.headers.get("X-API-Key", "").strip()

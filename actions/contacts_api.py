@@ -1,0 +1,4 @@
+"""Contacts API actions and searches.
+
+Being written (issues 4 and 9); registers nothing yet.
+"""

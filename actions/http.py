@@ -1,0 +1,4 @@
+"""Make any HTTP request.
+
+Being written (issues 4 and 9); registers nothing yet.
+"""

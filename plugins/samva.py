@@ -1,0 +1,4 @@
+"""Samva (messaging: SMS, WhatsApp, email): the app.
+
+Being written (issues 4 and 9); registers nothing yet.
+"""

@@ -1,0 +1,4 @@
+"""SAMI OS triggers.
+
+Being written (issues 4 and 9); registers nothing yet.
+"""

@@ -1,0 +1,4 @@
+"""Catch any webhook.
+
+Being written (issues 4 and 9); registers nothing yet.
+"""
