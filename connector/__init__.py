@@ -12,7 +12,8 @@ from .errors import (
 from .hookspecs import hookimpl
 from .fields import Phone
 from .sdk import (
-    Action, ActionContext, App, PollTrigger, ScheduleTrigger, Search, Trigger, TriggerContext,
+    Action, ActionContext, App, Park, PollTrigger, ScheduleTrigger, Search, Trigger,
+    TriggerContext,
     WebhookRequest, WebhookTrigger,
 )
 
@@ -20,7 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APIError", "Action", "ActionContext", "App", "ConfigurationError", "ConnectorError",
-    "FatalAPIError", "FlowError", "IdempotencyConflict", "OutcomeUnknown", "Phone",
+    "FatalAPIError", "FlowError", "IdempotencyConflict", "OutcomeUnknown", "Park", "Phone",
     "PluginError", "PollTrigger", "RetriableAPIError", "ScheduleTrigger", "Search",
     "SignatureError", "Throttled",
     "Trigger", "TriggerContext", "UserError", "WebhookRequest", "WebhookTrigger", "hookimpl",

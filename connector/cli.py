@@ -278,11 +278,16 @@ def _enable(host, flow, backfill):
         click.echo(f"  webhook URL: {flows_mod.webhook_url(host, flow)}")
         state = TriggerState.get(TriggerState.flow == flow)
         sub = host.box.open(state.sealed_subscription) if state.sealed_subscription else {}
-        if getattr(trigger, "manual_setup", False) and sub.get("secret"):
-            click.echo(f"  signing secret: {sub['secret']}")
-            click.echo(f"  paste both into {host.catalog.app(trigger.app).label}'s webhook "
-                       "settings; the secret is shown again by: connector flows secret "
-                       f"{flow.name}")
+        shown = {k: v for k, v in sub.items() if k in SHOWN_SECRETS}
+        if getattr(trigger, "manual_setup", False) and shown:
+            for key, value in shown.items():
+                click.echo(f"  {SHOWN_SECRETS[key]}: {value}")
+            click.echo(f"  set these in {host.catalog.app(trigger.app).label}'s sender; they "
+                       f"are shown again by: connector flows secret {flow.name}")
+
+
+#: what a manual-setup webhook's subscription may hold for the user to paste into the sender
+SHOWN_SECRETS = {"secret": "signing secret", "token": "token", "password": "password"}
 
 
 @flows.command("enable")
@@ -323,10 +328,13 @@ def flows_secret(ctx, name):
     flow = flows_mod.get(name)
     state = TriggerState.get_or_none(TriggerState.flow == flow)
     sub = host.box.open(state.sealed_subscription) if state and state.sealed_subscription else {}
-    if not sub.get("secret"):
-        raise UserError(f"flow {name} has no signing secret (is it on, with a webhook trigger?)")
+    shown = {k: v for k, v in sub.items() if k in SHOWN_SECRETS}
+    if not shown:
+        raise UserError(f"flow {name} has no webhook secret (is it on, with a webhook trigger "
+                        "that uses one?)")
     click.echo(f"webhook URL: {flows_mod.webhook_url(host, flow)}")
-    click.echo(f"signing secret: {sub['secret']}")
+    for key, value in shown.items():
+        click.echo(f"{SHOWN_SECRETS[key]}: {value}")
 
 
 @flows.command("list")
@@ -431,7 +439,7 @@ def runs_show(ctx, run_id, as_json):
                                    "started_at": a.started_at.isoformat()}
                                   for a in s.attempt_log.order_by(StepAttempt.number)]}
                      for s in StepRun.select().where(StepRun.run == run)
-                     .order_by(StepRun.position)]
+                     .order_by(StepRun.id)]
     if as_json:
         _echo_json(data)
         return

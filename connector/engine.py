@@ -16,19 +16,17 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 from marshmallow import ValidationError
-from peewee import IntegrityError, fn
+from peewee import fn
 
 from . import conditions, store, templates
-from .errors import (
-    APIError, ConnectorError, FatalAPIError, IdempotencyConflict, OutcomeUnknown, Throttled,
-    UserError,
-)
+from .errors import APIError, ConnectorError, FatalAPIError, Throttled, UserError
+from .flows import StepNode, step_tree
 from .host import Host, validation_message
-from .sdk import ActionContext, request_hash
-from .store import IdempotencyRecord, Run, Step, StepAttempt, StepRun, utcnow
+from .ledger import once, release_key  # noqa: F401  (re-exported: engine.once, release_key)
+from .sdk import ActionContext, Park, request_hash  # noqa: F401
+from .store import IdempotencyRecord, Run, StepAttempt, StepRun, utcnow
 
 log = logging.getLogger("connector.engine")
 
@@ -54,7 +52,7 @@ def due_runs(limit: int, exclude: set[int] = frozenset()) -> list[int]:
     """Return ids of runs that can be claimed now (due, or with an expired lease)."""
     now = utcnow()
     query = (Run.select(Run.id)
-             .where(((Run.status == Run.QUEUED) & (Run.next_attempt_at <= now)) |
+             .where(((Run.status.in_(Run.DUE)) & (Run.next_attempt_at <= now)) |
                     ((Run.status == Run.RUNNING) & (Run.lease_until < now)))
              .order_by(Run.next_attempt_at, Run.id).limit(limit + len(exclude)))
     return [r.id for r in query if r.id not in exclude][:limit]
@@ -67,7 +65,7 @@ def claim(run_id: int, lease_seconds: int) -> dt.datetime | None:
     rows = (Run.update(status=Run.RUNNING, lease_until=lease, attempts=Run.attempts + 1,
                        started_at=fn.COALESCE(Run.started_at, now))
             .where((Run.id == run_id) &
-                   (((Run.status == Run.QUEUED) & (Run.next_attempt_at <= now)) |
+                   (((Run.status.in_(Run.DUE)) & (Run.next_attempt_at <= now)) |
                     ((Run.status == Run.RUNNING) & (Run.lease_until < now))))
             .execute())
     return lease if rows == 1 else None
@@ -87,78 +85,6 @@ def _hold(run_id: int, lease: dt.datetime, lease_seconds: int) -> dt.datetime:
     return new
 
 
-# -- the idempotency ledger ---------------------------------------------------------------------
-
-def once(scope: str, key: str, request, call: Callable[[], dict], run_id: int | None = None,
-         step_name: str | None = None) -> dict:
-    """Run ``call`` at most once per (scope, key); a repeat returns the first result.
-
-    The key is recorded as pending before the call. An answer from the service that means
-    "not done" (an HTTP error status, or no connection made) releases it so a retry may call
-    again; a call that may have taken effect (a read timeout, a crash) keeps it pending.
-    Another run finding the key pending waits (a retriable error) while the holder's lease is
-    alive, then gets the stored result; a key left pending by a dead attempt raises
-    OutcomeUnknown instead of risking a second effect.
-    """
-    digest = request_hash(request)
-    key = store.fit_key(key)
-    record = IdempotencyRecord.get_or_none(scope=scope, key=key)
-    if record is None:
-        try:
-            with store.write_tx():
-                record = IdempotencyRecord.create(scope=scope, key=key, request_hash=digest,
-                                                  run_id=run_id, step_name=step_name)
-        except IntegrityError:
-            record = IdempotencyRecord.get(scope=scope, key=key)
-            return _repeat(record, digest, key, run_id)
-    else:
-        return _repeat(record, digest, key, run_id)
-    try:
-        response = call()
-    except APIError as exc:
-        if not exc.maybe_applied:
-            IdempotencyRecord.delete().where(IdempotencyRecord.id == record.id).execute()
-        raise
-    except Exception:
-        IdempotencyRecord.delete().where(IdempotencyRecord.id == record.id).execute()
-        raise
-    IdempotencyRecord.update(status=IdempotencyRecord.DONE, response=response,
-                             updated_at=utcnow()).where(
-        IdempotencyRecord.id == record.id).execute()
-    return response
-
-
-def _repeat(record: IdempotencyRecord, digest: str, key: str, run_id: int | None) -> dict:
-    """Answer a second use of a key: the stored result, a wait, or OutcomeUnknown."""
-    _check_repeat(record, digest, key)
-    if record.status == IdempotencyRecord.DONE:
-        return record.response
-    if record.run_id is not None and record.run_id != run_id:
-        holder = Run.get_or_none(Run.id == record.run_id)
-        if holder is not None and holder.status == Run.RUNNING and (
-                holder.lease_until is not None and holder.lease_until > utcnow()):
-            raise Throttled(1.0, f"idempotency key {key} is being used by run {holder.id}; "
-                                 "waiting for its result")
-    raise OutcomeUnknown(
-        f"an earlier attempt with idempotency key {key} stopped mid-call, so it may or may "
-        "not have taken effect; check the service, then replay with --force-key to send "
-        "it again")
-
-
-def _check_repeat(record: IdempotencyRecord, digest: str, key: str) -> None:
-    if record.request_hash != digest:
-        raise IdempotencyConflict(
-            f"idempotency key {key} was already used with different inputs; refusing to "
-            "apply a second, different effect")
-
-
-def release_key(scope: str, key: str) -> int:
-    """Forget a pending key after a human checked it did not take effect."""
-    return IdempotencyRecord.delete().where(
-        (IdempotencyRecord.scope == scope) & (IdempotencyRecord.key == store.fit_key(key)) &
-        (IdempotencyRecord.status == IdempotencyRecord.PENDING)).execute()
-
-
 # -- executing a run ----------------------------------------------------------------------------
 
 def execute(host: Host, run_id: int) -> str | None:
@@ -175,108 +101,238 @@ def execute(host: Host, run_id: int) -> str | None:
 
 
 def _execute(host: Host, run: Run, lease: dt.datetime) -> str:
-    settings = host.settings
-    flow = run.flow
-    steps = list(Step.select().where(Step.flow == flow).order_by(Step.position))
-    done = {sr.name: sr for sr in StepRun.select().where(StepRun.run == run)}
-    outputs = {name: sr.output for name, sr in done.items() if sr.status == StepRun.SUCCEEDED}
-    for step in steps:
-        sr = done.get(step.name)
-        if sr is not None and sr.status == StepRun.SUCCEEDED:
-            continue
-        if sr is None:
-            sr = StepRun.create(run=run, name=step.name, position=step.position,
-                                action_key=step.action_key)
-        context = {"trigger": run.item, "steps": outputs,
-                   "run": {"id": run.id, "flow": flow.name}}
-        started = time.monotonic()
-        started_at = utcnow()
-        try:
-            if step.filter is not None and not conditions.evaluate(step.filter, context):
-                with store.write_tx():
-                    lease = _hold(run.id, lease, settings.lease_seconds)
-                    _finish_step(sr, StepRun.FILTERED, started_at, started, None)
-                    _finish_run(run, Run.FILTERED, None, None)
+    walk = _Walk(host, run, lease)
+    context = {"trigger": run.item, "steps": {}, "run": {"id": run.id, "flow": run.flow.name}}
+    try:
+        outcome = walk.steps(step_tree(run.flow), "", context)
+    except _Stop as stop:
+        return stop.status
+    status = Run.FILTERED if outcome == Run.FILTERED else Run.SUCCEEDED
+    with store.write_tx():
+        _hold(run.id, walk.lease, host.settings.lease_seconds)
+        _finish_run(run, status, None, None)
+    return status
+
+
+class _Stop(Exception):
+    """End this execution of the run now; ``status`` is what execute() reports."""
+
+    def __init__(self, status: str):
+        self.status = status
+
+
+class _Walk:
+    """One execution of a run: walk the step tree, skipping what an earlier one finished.
+
+    A step run is keyed by its path: its name, prefixed by ``loop[i].`` for each loop it
+    runs in, so every element's steps are recorded (and idempotent) on their own. A filter
+    that fails stops its scope: the run at the top level, one element inside a loop, one
+    branch inside paths.
+    """
+
+    def __init__(self, host: Host, run: Run, lease: dt.datetime):
+        self.host = host
+        self.settings = host.settings
+        self.run = run
+        self.lease = lease
+        self.done = {sr.name: sr for sr in StepRun.select().where(StepRun.run == run)}
+
+    def steps(self, nodes: list[StepNode], prefix: str, context: dict) -> str | None:
+        """Run ``nodes`` in order; return Run.FILTERED if a filter stopped this scope."""
+        for node in nodes:
+            if self.step(node, prefix, context) == Run.FILTERED:
                 return Run.FILTERED
-            action = host.catalog.action(step.action_key)
-            rendered = templates.render(step.inputs, context, f"{step.name}.inputs")
-            sr.inputs = rendered
-            try:
-                inputs = action.Inputs().load(rendered)
-            except ValidationError as err:
-                raise UserError(f"step {step.name}: {validation_message(err)}") from None
-            client = host.client(step.connection if step.connection_id else None)
-            ctx = ActionContext(flow_name=flow.name, run_id=run.id, step_name=step.name,
-                                idempotency_key=step_key(run, step.name), client=client,
-                                once=lambda key, request, call, _a=action, _s=step.name: once(
-                                    _a.key, key, request, call, run.id, _s))
-            try:
-                output = action.run(ctx, inputs)
-            finally:
-                if client is not None:
-                    client.close()
-            if output is None:
-                output = {}
-            if not isinstance(output, dict):
-                raise FatalAPIError(f"action {action.key} returned {type(output).__name__}, "
-                                    "expected a mapping")
+        return None
+
+    def step(self, node: StepNode, prefix: str, context: dict) -> str | None:
+        path = prefix + node.name
+        sr = self.done.get(path)
+        if sr is not None and sr.status == StepRun.SUCCEEDED:
+            context["steps"][node.name] = sr.output
+            return None
+        if sr is not None and sr.status == StepRun.FILTERED:
+            return Run.FILTERED
+        if sr is None:
+            sr = StepRun.create(run=self.run, name=path, position=node.row.position,
+                                action_key=node.row.action_key)
+            self.done[path] = sr
+        started, started_at = time.monotonic(), utcnow()
+        row = node.row
+        try:
+            if sr.status == StepRun.PARKED:
+                return self._resume(node, sr, context, started, started_at)
+            if row.filter is not None and not conditions.evaluate(row.filter, context):
+                self._commit(sr, StepRun.FILTERED, started_at, started, None)
+                return Run.FILTERED
+            action = self.host.catalog.action(row.action_key)
+            if action.control == "loop":
+                return self._loop(node, sr, action, path, context, started, started_at)
+            if action.control == "paths":
+                return self._paths(node, sr, action, context, started, started_at)
+            output = self._call(action, row, sr, path, context)
+        except Park as park:
+            return self._park(sr, park, started, started_at)
         except APIError as exc:
-            # Throttled means "not yet", not "failed": it waits without using up attempts.
-            if isinstance(exc, Throttled) or (
-                    exc.retriable and sr.attempts + 1 < settings.max_attempts):
-                delay = backoff(sr.attempts + 1, settings.backoff_base, settings.backoff_cap,
-                                exc.retry_after, settings.retry_after_cap)
-                retry_at = utcnow() + dt.timedelta(seconds=delay)
-                with store.write_tx():
-                    _hold(run.id, lease, settings.lease_seconds)
-                    _finish_step(sr, StepRun.RETRYING, started_at, started, str(exc), retry_at,
-                                 counts=not isinstance(exc, Throttled))
-                    Run.update(status=Run.QUEUED, next_attempt_at=retry_at, lease_until=None,
-                               error=f"step {step.name}: {exc}").where(
-                        Run.id == run.id).execute()
-                log.info("run %s step %s: %s; retry in %.1f s", run.id, step.name, exc, delay)
-                return Run.QUEUED
-            message = str(exc) if not exc.retriable else (
-                f"gave up after {sr.attempts + 1} attempts: {exc}")
-            return _fail(run, sr, step.name, message, started_at, started, lease, settings)
-        except (ConnectorError, ValueError) as exc:
-            return _fail(run, sr, step.name, str(exc), started_at, started, lease, settings)
-        except LostLease:
+            return self._api_error(exc, sr, path, started, started_at)
+        except (_Stop, LostLease):
             raise
+        except (ConnectorError, ValueError) as exc:
+            return self._fail(sr, path, str(exc), started_at, started)
         except Exception as exc:  # a plugin bug must fail the run, not kill the worker
-            log.exception("run %s step %s: action %s crashed", run.id, step.name, step.action_key)
-            return _fail(run, sr, step.name, f"internal error in action {step.action_key}: "
-                         f"{exc.__class__.__name__}: {exc}", started_at, started, lease, settings)
+            log.exception("run %s step %s: action %s crashed", self.run.id, path, row.action_key)
+            return self._fail(sr, path, f"internal error in action {row.action_key}: "
+                              f"{exc.__class__.__name__}: {exc}", started_at, started)
+        sr.output = output
+        self._commit(sr, StepRun.SUCCEEDED, started_at, started, None)
+        context["steps"][node.name] = output
+        return None
+
+    # -- kinds of step ----------------------------------------------------------------------
+
+    def _inputs(self, action, row, sr, context, path) -> dict:
+        rendered = templates.render(row.inputs, context, f"{path}.inputs")
+        sr.inputs = rendered
+        try:
+            return action.Inputs().load(rendered)
+        except ValidationError as err:
+            raise UserError(f"step {path}: {validation_message(err)}") from None
+
+    def _call(self, action, row, sr, path, context) -> dict:
+        inputs = self._inputs(action, row, sr, context, path)
+        client = self.host.client(row.connection if row.connection_id else None)
+        ctx = ActionContext(flow_name=self.run.flow.name, run_id=self.run.id, step_name=path,
+                            idempotency_key=step_key(self.run, path), client=client,
+                            once=lambda key, request, call: once(
+                                action.key, key, request, call, self.run.id, path))
+        try:
+            output = action.run(ctx, inputs)
+        finally:
+            if client is not None:
+                client.close()
+        if output is None:
+            return {}
+        if not isinstance(output, dict):
+            raise FatalAPIError(f"action {action.key} returned {type(output).__name__}, "
+                                "expected a mapping")
+        return output
+
+    def _loop(self, node, sr, action, path, context, started, started_at) -> None:
+        if sr.output and "items" in sr.output:  # resumed: the very same elements as before
+            items = sr.output["items"]
+        else:
+            items = self._call(action, node.row, sr, path, context).get("items")
+            if not isinstance(items, list):
+                raise FatalAPIError(f"action {action.key} returned no list of items")
+            sr.output = {"items": items, "count": len(items)}
+            self._commit(sr, StepRun.RUNNING, started_at, started, None, counts=False)
+        iterations = []
+        for index, item in enumerate(items):
+            scope = {**context, "item": item, "index": index,
+                     "loop": {"name": node.name, "index": index, "count": len(items),
+                              "first": index == 0, "last": index == len(items) - 1},
+                     "steps": dict(context["steps"])}
+            self.steps(node.children, f"{path}[{index}].", scope)
+            iterations.append({child.name: scope["steps"].get(child.name)
+                               for child in node.children})
+        sr.output = {"items": items, "count": len(items), "iterations": iterations}
+        self._commit(sr, StepRun.SUCCEEDED, started_at, started, None, counts=False)
+        context["steps"][node.name] = sr.output
+
+    def _paths(self, node, sr, action, context, started, started_at) -> None:
+        if sr.output and "matched" in sr.output:  # resumed: the branches chosen before
+            matched = sr.output["matched"]
+        else:
+            mode = self._inputs(action, node.row, sr, context, sr.name).get("mode", "all")
+            matched = []
+            for branch in node.branches:
+                if branch["conditions"] is None or conditions.evaluate(branch["conditions"],
+                                                                       context):
+                    matched.append(branch["name"])
+                    if mode == "first":
+                        break
+            sr.output = {"matched": matched}
+            self._commit(sr, StepRun.RUNNING, started_at, started, None, counts=False)
+        prefix = sr.name[: len(sr.name) - len(node.name)]
+        for branch in node.branches:
+            if branch["name"] in matched:
+                self.steps(branch["steps"], prefix, context)
+        self._commit(sr, StepRun.SUCCEEDED, started_at, started, None, counts=False)
+        context["steps"][node.name] = sr.output
+
+    def _park(self, sr, park: Park, started, started_at) -> None:
+        until = park.until.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        sr.output, sr.resume_at = park.output, until
         with store.write_tx():
-            lease = _hold(run.id, lease, settings.lease_seconds)
-            sr.output = output
-            _finish_step(sr, StepRun.SUCCEEDED, started_at, started, None)
-        outputs[step.name] = output
-    with store.write_tx():
-        _hold(run.id, lease, settings.lease_seconds)
-        _finish_run(run, Run.SUCCEEDED, None, None)
-    return Run.SUCCEEDED
+            _hold(self.run.id, self.lease, self.settings.lease_seconds)
+            _finish_step(sr, StepRun.PARKED, started_at, started, None, until)
+            Run.update(status=Run.WAITING, next_attempt_at=until, lease_until=None,
+                       error=None).where(Run.id == self.run.id).execute()
+        raise _Stop(Run.WAITING)
 
+    def _resume(self, node, sr, context, started, started_at) -> None:
+        if sr.resume_at is not None and sr.resume_at > utcnow():  # woken early: wait again
+            with store.write_tx():
+                _hold(self.run.id, self.lease, self.settings.lease_seconds)
+                Run.update(status=Run.WAITING, next_attempt_at=sr.resume_at,
+                           lease_until=None).where(Run.id == self.run.id).execute()
+            raise _Stop(Run.WAITING)
+        sr.output = {**(sr.output or {}), "resumed_at": utcnow().isoformat() + "Z"}
+        self._commit(sr, StepRun.SUCCEEDED, started_at, started, None, counts=False)
+        context["steps"][node.name] = sr.output
 
-def _fail(run, sr, step_name, message, started_at, started, lease, settings) -> str:
-    with store.write_tx():
-        _hold(run.id, lease, settings.lease_seconds)
-        _finish_step(sr, StepRun.FAILED, started_at, started, message)
-        _finish_run(run, Run.FAILED, f"step {step_name}: {message}", step_name)
-    log.warning("run %s failed at step %s: %s", run.id, step_name, message)
-    return Run.FAILED
+    # -- outcomes ---------------------------------------------------------------------------
+
+    def _api_error(self, exc: APIError, sr, path, started, started_at) -> None:
+        settings = self.settings
+        # Throttled means "not yet", not "failed": it waits without using up attempts.
+        if isinstance(exc, Throttled) or (exc.retriable and sr.attempts + 1 <
+                                          settings.max_attempts):
+            delay = backoff(sr.attempts + 1, settings.backoff_base, settings.backoff_cap,
+                            exc.retry_after, settings.retry_after_cap)
+            retry_at = utcnow() + dt.timedelta(seconds=delay)
+            with store.write_tx():
+                _hold(self.run.id, self.lease, settings.lease_seconds)
+                _finish_step(sr, StepRun.RETRYING, started_at, started, str(exc), retry_at,
+                             counts=not isinstance(exc, Throttled))
+                Run.update(status=Run.QUEUED, next_attempt_at=retry_at, lease_until=None,
+                           error=f"step {path}: {exc}").where(Run.id == self.run.id).execute()
+            log.info("run %s step %s: %s; retry in %.1f s", self.run.id, path, exc, delay)
+            raise _Stop(Run.QUEUED)
+        message = str(exc) if not exc.retriable else (
+            f"gave up after {sr.attempts + 1} attempts: {exc}")
+        self._fail(sr, path, message, started_at, started)
+
+    def _fail(self, sr, path, message, started_at, started) -> None:
+        with store.write_tx():
+            _hold(self.run.id, self.lease, self.settings.lease_seconds)
+            _finish_step(sr, StepRun.FAILED, started_at, started, message)
+            _finish_run(self.run, Run.FAILED, f"step {path}: {message}", path)
+        log.warning("run %s failed at step %s: %s", self.run.id, path, message)
+        raise _Stop(Run.FAILED)
+
+    def _commit(self, sr, status, started_at, started, error, counts=True) -> None:
+        with store.write_tx():
+            self.lease = _hold(self.run.id, self.lease, self.settings.lease_seconds)
+            _finish_step(sr, status, started_at, started, error, counts=counts,
+                         record=status != StepRun.RUNNING)
 
 
 def _finish_step(sr: StepRun, status: str, started_at, started: float, error, retry_at=None,
-                 counts: bool = True):
-    """Record an attempt; ``counts`` is False for a Throttled wait, which spends no attempt."""
+                 counts: bool = True, record: bool = True):
+    """Save a step's state and record the attempt.
+
+    ``counts`` is False for a Throttled wait (it spends no attempt) and for the bookkeeping
+    of loop and paths steps; ``record`` False saves without an attempt entry.
+    """
     if counts:
         sr.attempts += 1
     sr.status, sr.error = status, error
     sr.started_at = sr.started_at or started_at
-    if status != StepRun.RETRYING:
+    if status not in (StepRun.RETRYING, StepRun.RUNNING, StepRun.PARKED):
         sr.finished_at = utcnow()
     sr.save()
+    if not record:
+        return
     number = StepAttempt.select().where(StepAttempt.step_run == sr).count() + 1
     StepAttempt.create(step_run=sr, number=number, status=status, error=error,
                        retry_at=retry_at, started_at=started_at,

@@ -49,6 +49,16 @@ class StepSpec(Schema):
     connection = fields.String(load_default=None)
     inputs = fields.Dict(keys=fields.String(), load_default=dict)
     filter = fields.Raw(load_default=None)
+    # nested steps: run once per element (a loop step), or per branch (a paths step)
+    steps = fields.List(fields.Nested(lambda: StepSpec()), load_default=None)
+    branches = fields.List(fields.Nested(lambda: BranchSpec()), load_default=None)
+
+
+class BranchSpec(Schema):
+    name = fields.String(required=True, validate=STEP_NAME)
+    conditions = fields.Raw(load_default=None)
+    steps = fields.List(fields.Nested(StepSpec), required=True,
+                        validate=validate.Length(min=1, error="expected at least one step"))
 
 
 class FlowSpec(Schema):
@@ -116,29 +126,74 @@ def validate_definition(host: Host, data: dict) -> dict:
                                              "trigger.connection")
     if trig["poll_interval"] is None and issubclass(trigger_cls, PollTrigger):
         trig["poll_interval"] = trigger_cls.default_interval
-    seen: list[str] = []
-    for i, step in enumerate(spec["steps"]):
-        where = f"steps[{i}]"
+    _validate_steps(host, spec["steps"], "steps", seen=[], visible=[])
+    return spec
+
+
+def _validate_steps(host: Host, steps: list[dict], where: str, seen: list[str],
+                    visible: list[str]) -> None:
+    """Check a list of steps (recursively); ``seen`` holds every name used in the flow,
+    ``visible`` the names whose outputs a template here may use (earlier, not in a loop)."""
+    for i, step in enumerate(steps):
+        here = f"{where}[{i}]"
         try:
-            action = catalog.action(step["action"])
+            action = host.catalog.action(step["action"])
         except NotFound as exc:
-            raise FlowError(str(exc), f"{where}.action") from None
+            raise FlowError(str(exc), f"{here}.action") from None
         name = step["name"] or _default_name(step["action"], seen)
         if name in seen:
-            raise FlowError(f"step name {name!r} is used twice", f"{where}.name")
+            raise FlowError(f"step name {name!r} is used twice", f"{here}.name")
         step["name"] = name
-        _check_inputs(type(action), step["inputs"], f"{where}.inputs")
+        _check_inputs(type(action), step["inputs"], f"{here}.inputs")
         for ref in _STEP_REF.findall(str(step["inputs"]) + str(step["filter"] or "")):
-            if ref not in seen:
-                raise FlowError(f"refers to step {ref!r}, which is not an earlier step",
-                                f"{where}.inputs")
+            if ref not in visible:
+                hint = (f"{ref!r} runs inside a loop; outside it use steps.<loop>.iterations"
+                        if ref in seen else f"{ref!r}, which is not an earlier step")
+                raise FlowError(f"refers to step {hint}", f"{here}.inputs")
         if step["filter"] is not None:
-            conditions.validate(step["filter"], f"{where}.filter")
-        step["connection"] = (_resolve_connection(host, step["connection"], action.app,
-                                                  f"{where}.connection")
-                              if action.needs_connection else None)
+            conditions.validate(step["filter"], f"{here}.filter")
+        if action.any_connection:
+            if step["connection"] is not None and Connection.get_or_none(
+                    Connection.name == step["connection"]) is None:
+                raise FlowError(f"no connection named {step['connection']!r}",
+                                f"{here}.connection")
+        else:
+            step["connection"] = (_resolve_connection(host, step["connection"], action.app,
+                                                      f"{here}.connection")
+                                  if action.needs_connection else None)
         seen.append(name)
-    return spec
+        _validate_nesting(host, action, step, here, seen, visible)
+        visible.append(name)
+
+
+def _validate_nesting(host, action, step, here, seen, visible) -> None:
+    control = getattr(action, "control", None)
+    if control == "loop":
+        if not step["steps"] or step["branches"] is not None:
+            raise FlowError(f"{action.key} runs the steps nested under it: give 'steps' "
+                            "(a list of steps), not 'branches'", f"{here}.steps")
+        # inside: the outer names, the loop's own output, and earlier siblings in the loop
+        _validate_steps(host, step["steps"], f"{here}.steps", seen, [*visible, step["name"]])
+    elif control == "paths":
+        if not step["branches"] or step["steps"] is not None:
+            raise FlowError(f"{action.key} branches: give 'branches' (each with a name, "
+                            "conditions and steps), not 'steps'", f"{here}.branches")
+        names, after = set(), []
+        for j, branch in enumerate(step["branches"]):
+            bwhere = f"{here}.branches[{j}]"
+            if branch["name"] in names:
+                raise FlowError(f"branch name {branch['name']!r} is used twice",
+                                f"{bwhere}.name")
+            names.add(branch["name"])
+            if branch["conditions"] is not None:
+                conditions.validate(branch["conditions"], f"{bwhere}.conditions")
+            inner = [*visible, step["name"]]
+            _validate_steps(host, branch["steps"], f"{bwhere}.steps", seen, inner)
+            after.extend(n for n in inner if n not in visible)
+        visible.extend(after)  # a branch's outputs are usable after the paths step
+    elif step["steps"] is not None or step["branches"] is not None:
+        raise FlowError(f"{action.key} takes no nested steps or branches",
+                        f"{here}.{'steps' if step['steps'] is not None else 'branches'}")
 
 
 def _default_name(action_key: str, taken: list[str]) -> str:
@@ -217,12 +272,56 @@ def save(host: Host, data: dict) -> Flow:
         flow.updated_at = utcnow()
         flow.save()
         Step.delete().where(Step.flow == flow).execute()
-        for position, step in enumerate(spec["steps"]):
-            Step.create(flow=flow, position=position, name=step["name"],
-                        action_key=step["action"], connection=conn(step["connection"]),
-                        inputs=step["inputs"], filter=step["filter"])
+        _save_steps(flow, spec["steps"], conn)
         TriggerState.insert(flow=flow).on_conflict_ignore().execute()
     return flow
+
+
+def _save_steps(flow: Flow, steps: list[dict], conn, parent: Step | None = None,
+                branch: str | None = None) -> None:
+    for position, step in enumerate(steps):
+        branches = ([{"name": b["name"], "conditions": b["conditions"]}
+                     for b in step["branches"]] if step["branches"] else None)
+        row = Step.create(flow=flow, position=position, name=step["name"],
+                          action_key=step["action"], connection=conn(step["connection"]),
+                          inputs=step["inputs"], filter=step["filter"], parent=parent,
+                          branch=branch, branches=branches)
+        if step["steps"]:
+            _save_steps(flow, step["steps"], conn, row)
+        for b in step["branches"] or []:
+            _save_steps(flow, b["steps"], conn, row, b["name"])
+
+
+def step_tree(flow: Flow) -> list["StepNode"]:
+    """Return the flow's steps as a tree (loops hold ``children``, paths ``branches``)."""
+    rows = list(Step.select().where(Step.flow == flow).order_by(Step.position))
+    nodes = {row.id: StepNode(row) for row in rows}
+    top = []
+    for row in rows:
+        node = nodes[row.id]
+        if row.parent_id is None:
+            top.append(node)
+        elif row.branch is None:
+            nodes[row.parent_id].children.append(node)
+        else:
+            nodes[row.parent_id].branch_steps.setdefault(row.branch, []).append(node)
+    return top
+
+
+class StepNode:
+    """One step with what is nested under it."""
+
+    def __init__(self, row: Step):
+        self.row = row
+        self.name = row.name
+        self.children: list[StepNode] = []
+        self.branch_steps: dict[str, list[StepNode]] = {}
+
+    @property
+    def branches(self) -> list[dict]:
+        """Each branch's name, conditions and steps, in the order written."""
+        return [{**b, "steps": self.branch_steps.get(b["name"], [])}
+                for b in (self.row.branches or [])]
 
 
 def export(flow: Flow) -> dict:
@@ -234,20 +333,36 @@ def export(flow: Flow) -> dict:
     if inputs:
         trigger["inputs"] = inputs
     trigger["poll_interval"] = flow.poll_interval
-    steps = []
-    for step in flow.steps.order_by(Step.position):
+    steps = _export_steps(step_tree(flow))
+    data = {"name": flow.name}
+    if flow.description:
+        data["description"] = flow.description
+    data.update(trigger=trigger, steps=steps)
+    return data
+
+
+def _export_steps(nodes: list[StepNode]) -> list[dict]:
+    out = []
+    for node in nodes:
+        step = node.row
         entry = {"name": step.name, "action": step.action_key}
         if step.connection_id:
             entry["connection"] = step.connection.name
         entry["inputs"] = step.inputs
         if step.filter is not None:
             entry["filter"] = step.filter
-        steps.append(entry)
-    data = {"name": flow.name}
-    if flow.description:
-        data["description"] = flow.description
-    data.update(trigger=trigger, steps=steps)
-    return data
+        if node.children:
+            entry["steps"] = _export_steps(node.children)
+        if step.branches:
+            entry["branches"] = []
+            for branch in node.branches:
+                item = {"name": branch["name"]}
+                if branch["conditions"] is not None:
+                    item["conditions"] = branch["conditions"]
+                item["steps"] = _export_steps(branch["steps"])
+                entry["branches"].append(item)
+        out.append(entry)
+    return out
 
 
 def get(name: str) -> Flow:

@@ -69,26 +69,37 @@ class ApiClient:
                 json: Any = None, headers: Mapping | None = None, auth: str | None = None,
                 expect_json: bool = True) -> Any:
         """Send one request; 2xx returns the parsed body (None when empty)."""
-        outgoing = OutgoingRequest(method.upper(), path, dict(headers or {}),
-                                   dict(params or {}), auth)
+        response = self.raw_request(method, path, params=params, json=json, headers=headers,
+                                    auth=auth)
+        return self._result(response, expect_json)
+
+    def raw_request(self, method: str, url: str, **kwargs) -> requests.Response:
+        """Send one authenticated request and return the Response as it came, any status.
+
+        For callers that judge statuses themselves (the generic HTTP action). Connection
+        errors still raise RetriableAPIError; ``timeout`` defaults to the app's.
+        """
+        outgoing = OutgoingRequest(method.upper(), url, dict(kwargs.pop("headers", None) or {}),
+                                   dict(kwargs.pop("params", None) or {}), kwargs.pop("auth", None))
         self.app.authenticate(outgoing, self.credentials)
+        kwargs.setdefault("timeout", self.timeout)
+        kwargs.setdefault("allow_redirects", False)
         try:
-            response = self.session.request(
-                outgoing.method, self.url(path), params=outgoing.params or None, json=json,
-                headers=outgoing.headers, timeout=self.timeout, allow_redirects=False,
-            )
+            return self.session.request(outgoing.method, self.url(url),
+                                        params=outgoing.params or None,
+                                        headers=outgoing.headers, **kwargs)
         except (requests.ConnectTimeout, requests.exceptions.SSLError) as exc:
             reason = "connect timed out" if isinstance(exc, requests.ConnectTimeout) else (
-                "TLS handshake failed")  # nothing was sent either way
+                "TLS handshake failed")
             raise RetriableAPIError(f"cannot reach {self.app.label}: {reason}") from None
         except requests.Timeout:
-            raise RetriableAPIError(f"{self.app.label} did not answer within {self.timeout:g} s",
-                                    maybe_applied=True) from None
+            raise RetriableAPIError(
+                f"{self.app.label} did not answer within {kwargs['timeout']} s",
+                maybe_applied=True) from None
         except requests.ConnectionError as exc:
             reason = _reason(exc)
             raise RetriableAPIError(f"cannot reach {self.app.label}: {reason}",
                                     maybe_applied=reason not in _NOT_SENT) from None
-        return self._result(response, expect_json)
 
     def get(self, path: str, **kwargs):
         return self.request("GET", path, **kwargs)

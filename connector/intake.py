@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass, field
 
 from peewee import IntegrityError
@@ -19,7 +20,7 @@ from .host import Host
 from .sdk import (
     PollTrigger, ScheduleTrigger, Trigger, TriggerContext, WebhookRequest, WebhookTrigger,
 )
-from .store import Flow, Run, SeenItem, TriggerState, fit_key, utcnow
+from .store import Flow, Run, SeenItem, StepRun, TriggerState, fit_key, utcnow
 
 log = logging.getLogger("connector.intake")
 
@@ -31,6 +32,7 @@ class Intake:
     created: list[int] = field(default_factory=list)
     duplicates: int = 0
     primed: int = 0
+    reply_timeout: float | None = None  # set for a synchronous webhook
 
 
 def _expires(trigger: Trigger) -> dt.datetime | None:
@@ -179,7 +181,42 @@ def receive_webhook(host: Host, token: str, request: WebhookRequest) -> tuple[Re
     except (ValueError, KeyError, TypeError) as exc:
         return Reply(400, _error("INVALID_PAYLOAD", _reason(exc))), Intake()
     result = ingest(flow, trigger, keyed)
+    result.reply_timeout = trigger.reply_timeout(dict(flow.trigger_inputs or {}))
     return Reply(200, {"accepted": len(result.created), "duplicates": result.duplicates}), result
+
+
+def await_reply(run_ids: list[int], timeout: float, poll: float = 0.01) -> Reply:
+    """Wait for runs to finish; answer with the last top-level step's output (or 202).
+
+    For a synchronous webhook: one run gives its output, several a list of outputs; a failed
+    run answers 500 with its error; past ``timeout`` the answer is 202 with the run ids.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = list(Run.select().where(Run.id.in_(run_ids)).order_by(Run.id))
+        if all(run.status in Run.FINAL for run in runs):
+            break
+        if time.monotonic() >= deadline:
+            return Reply(202, {"accepted": len(run_ids), "runs": run_ids, "status": "running"})
+        time.sleep(poll)
+    failed = [run for run in runs if run.status == Run.FAILED]
+    if failed:
+        return Reply(500, _error("RUN_FAILED", failed[0].error or "the run failed"))
+    outputs = [_last_output(run) for run in runs]
+    return Reply(200, outputs[0] if len(outputs) == 1 else {"results": outputs})
+
+
+def _last_output(run: Run) -> dict:
+    from .flows import step_tree
+
+    names = [node.name for node in step_tree(run.flow)]
+    done = {sr.name: sr for sr in StepRun.select().where(
+        (StepRun.run == run) & (StepRun.name.in_(names)))}
+    for name in reversed(names):
+        sr = done.get(name)
+        if sr is not None and sr.status == StepRun.SUCCEEDED:
+            return sr.output or {}
+    return {"filtered": run.status == Run.FILTERED}
 
 
 def _reason(exc: Exception) -> str:

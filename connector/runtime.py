@@ -60,6 +60,7 @@ class Runtime:
         """Start everything in background threads; return the root URL."""
         url = self.bind(address, port)
         self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
                                         name="connector-http", daemon=True)
         self._thread.start()
         self._start_workers()

@@ -97,6 +97,23 @@ class WebhookRequest:
         except ValueError:
             raise ValueError("request body is not valid JSON") from None
 
+    def form(self) -> dict:
+        """Return the fields of a urlencoded or multipart body (a list where repeated)."""
+        from io import BytesIO
+
+        from werkzeug.formparser import parse_form_data
+
+        ctype = next((v for k, v in self.headers.items() if k.lower() == "content-type"),
+                     self.content_type)
+        environ = {"wsgi.input": BytesIO(self.body), "CONTENT_LENGTH": str(len(self.body)),
+                   "CONTENT_TYPE": ctype, "REQUEST_METHOD": "POST"}
+        _stream, form, files = parse_form_data(environ)
+        data = {k: (v[0] if len(v) == 1 else v) for k, v in form.to_dict(flat=False).items()}
+        for name, upload in files.items():
+            data[name] = {"filename": upload.filename, "content_type": upload.content_type,
+                          "size": len(upload.read())}
+        return data
+
 
 @dataclass
 class TriggerContext:
@@ -192,6 +209,14 @@ class WebhookTrigger(Trigger):
         msg_id = request.headers.get("webhook-id")
         return str(msg_id) if msg_id else self.dedupe_key(item)
 
+    def reply_timeout(self, inputs: dict) -> float | None:
+        """Seconds to hold the request for the run's result; None answers at once (2xx).
+
+        A synchronous webhook answers with the output of the flow's last step, or 202 when
+        the run takes longer than this.
+        """
+        return None
+
 
 class ScheduleTrigger(Trigger):
     """Fire on a schedule; each firing's scheduled time is its dedupe key.
@@ -225,9 +250,27 @@ class Action(_Component):
     """
 
     needs_connection: ClassVar[bool] = True
+    #: "loop" (run the nested steps once per element of what run() returns as ``items``) or
+    #: "paths" (run the steps of the branches whose conditions hold); None for plain actions
+    control: ClassVar[str | None] = None
+    #: the step may name a connection of ANY app (its auth is applied to the request), or none
+    any_connection: ClassVar[bool] = False
 
     def run(self, ctx: ActionContext, inputs: dict) -> dict:
         raise NotImplementedError
+
+
+class Park(Exception):
+    """Raised by an action to park its run until ``until`` (aware datetime) without a worker.
+
+    The run waits in the database; the scheduler resumes it at ``until`` (after a restart
+    too), and the step then succeeds with ``output``.
+    """
+
+    def __init__(self, until, output: dict | None = None):
+        self.until = until
+        self.output = output or {}
+        super().__init__(f"parked until {until.isoformat()}")
 
 
 class Search(Action):

@@ -88,9 +88,17 @@ class Flow(BaseModel):
 
 
 class Step(BaseModel):
-    """One action of a flow: its inputs are templates over the trigger item and earlier steps."""
+    """One step of a flow: its inputs are templates over the trigger item and earlier steps.
+
+    Steps nest: a loop step's ``children`` have it as ``parent``; a paths step lists its
+    ``branches`` (name, conditions) and each branch's steps have it as ``parent`` and the
+    branch's name as ``branch``. ``position`` orders siblings; names are unique per flow.
+    """
 
     flow = ForeignKeyField(Flow, backref="steps", on_delete="CASCADE")
+    parent = ForeignKeyField("self", null=True, backref="children", on_delete="CASCADE")
+    branch = CharField(null=True)
+    branches = JSONField(null=True)
     position = IntegerField()
     name = CharField()
     action_key = CharField()
@@ -99,7 +107,7 @@ class Step(BaseModel):
     filter = JSONField(null=True)
 
     class Meta:
-        indexes = ((("flow", "name"), True), (("flow", "position"), True))
+        indexes = ((("flow", "name"), True),)
 
 
 class TriggerState(BaseModel):
@@ -129,9 +137,11 @@ class SeenItem(BaseModel):
 class Run(BaseModel):
     """One trigger item going through a flow."""
 
-    QUEUED, RUNNING, SUCCEEDED, FAILED, FILTERED = (
-        "queued", "running", "succeeded", "failed", "filtered")
+    QUEUED, RUNNING, WAITING, SUCCEEDED, FAILED, FILTERED = (
+        "queued", "running", "waiting", "succeeded", "failed", "filtered")
     FINAL = (SUCCEEDED, FAILED, FILTERED)
+    #: statuses a worker may claim once next_attempt_at is due
+    DUE = (QUEUED, WAITING)
 
     flow = ForeignKeyField(Flow, backref="runs", on_delete="CASCADE")
     status = CharField(default=QUEUED, index=True)
@@ -150,8 +160,8 @@ class Run(BaseModel):
 class StepRun(BaseModel):
     """One step of one run: rendered inputs, output, error, attempts, timings."""
 
-    PENDING, SUCCEEDED, FAILED, RETRYING, FILTERED = (
-        "pending", "succeeded", "failed", "retrying", "filtered")
+    PENDING, RUNNING, SUCCEEDED, FAILED, RETRYING, FILTERED, PARKED = (
+        "pending", "running", "succeeded", "failed", "retrying", "filtered", "parked")
 
     run = ForeignKeyField(Run, backref="step_runs", on_delete="CASCADE")
     name = CharField()
@@ -162,6 +172,7 @@ class StepRun(BaseModel):
     output = JSONField(null=True)
     error = TextField(null=True)
     attempts = IntegerField(default=0)
+    resume_at = DateTimeField(null=True)  # a parked step (delay) resumes at this time
     started_at = DateTimeField(null=True)
     finished_at = DateTimeField(null=True)
 

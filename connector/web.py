@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import store
 from .host import Host
-from .intake import receive_webhook
+from .intake import await_reply, receive_webhook
 from .sdk import WebhookRequest
 
 MAX_BODY = 2 * 1024 * 1024  # the services document 2 MiB; nobody needs more for an event
@@ -61,6 +61,8 @@ def receive(token: str):
         notify = current_app.extensions.get("connector.on_queued")
         if notify:
             notify()
+        if intake.reply_timeout:
+            reply = await_reply(intake.created, intake.reply_timeout)
     return jsonify(reply.body), reply.status
 
 

@@ -121,7 +121,7 @@ def test_plugins_json_lists_every_app_trigger_and_action_with_its_plugin(cli):
     rows = json.loads(result.stdout)
     assert isinstance(rows, list) and rows
     for row in rows:
-        assert row["kind"] in ("app", "trigger", "action"), row
+        assert row["kind"] in ("app", "trigger", "action", "search"), row
         for name in ("key", "app", "label", "plugin"):
             assert isinstance(row.get(name), str) and row[name], (name, row)
     by_key = {row["key"]: row for row in rows}

@@ -1,0 +1,84 @@
+"""The idempotency ledger: a side effect done at most once per (scope, key), kept forever.
+
+Actions reach it as ``ctx.once(key, request, call)``; the engine binds the scope (the action
+key) and the run and step that hold the key.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from peewee import IntegrityError
+
+from . import store
+from .errors import APIError, IdempotencyConflict, OutcomeUnknown, Throttled
+from .sdk import request_hash
+from .store import IdempotencyRecord, Run, utcnow
+
+def once(scope: str, key: str, request, call: Callable[[], dict], run_id: int | None = None,
+         step_name: str | None = None) -> dict:
+    """Run ``call`` at most once per (scope, key); a repeat returns the first result.
+
+    The key is recorded as pending before the call. An answer from the service that means
+    "not done" (an HTTP error status, or no connection made) releases it so a retry may call
+    again; a call that may have taken effect (a read timeout, a crash) keeps it pending.
+    Another run finding the key pending waits (a retriable error) while the holder's lease is
+    alive, then gets the stored result; a key left pending by a dead attempt raises
+    OutcomeUnknown instead of risking a second effect.
+    """
+    digest = request_hash(request)
+    key = store.fit_key(key)
+    record = IdempotencyRecord.get_or_none(scope=scope, key=key)
+    if record is None:
+        try:
+            with store.write_tx():
+                record = IdempotencyRecord.create(scope=scope, key=key, request_hash=digest,
+                                                  run_id=run_id, step_name=step_name)
+        except IntegrityError:
+            record = IdempotencyRecord.get(scope=scope, key=key)
+            return _repeat(record, digest, key, run_id)
+    else:
+        return _repeat(record, digest, key, run_id)
+    try:
+        response = call()
+    except APIError as exc:
+        if not exc.maybe_applied:
+            IdempotencyRecord.delete().where(IdempotencyRecord.id == record.id).execute()
+        raise
+    except Exception:
+        IdempotencyRecord.delete().where(IdempotencyRecord.id == record.id).execute()
+        raise
+    IdempotencyRecord.update(status=IdempotencyRecord.DONE, response=response,
+                             updated_at=utcnow()).where(
+        IdempotencyRecord.id == record.id).execute()
+    return response
+
+
+def _repeat(record: IdempotencyRecord, digest: str, key: str, run_id: int | None) -> dict:
+    """Answer a second use of a key: the stored result, a wait, or OutcomeUnknown."""
+    _check_repeat(record, digest, key)
+    if record.status == IdempotencyRecord.DONE:
+        return record.response
+    if record.run_id is not None and record.run_id != run_id:
+        holder = Run.get_or_none(Run.id == record.run_id)
+        if holder is not None and holder.status == Run.RUNNING and (
+                holder.lease_until is not None and holder.lease_until > utcnow()):
+            raise Throttled(1.0, f"idempotency key {key} is being used by run {holder.id}; "
+                                 "waiting for its result")
+    raise OutcomeUnknown(
+        f"an earlier attempt with idempotency key {key} stopped mid-call, so it may or may "
+        "not have taken effect; check the service, then replay with --force-key to send "
+        "it again")
+
+
+def _check_repeat(record: IdempotencyRecord, digest: str, key: str) -> None:
+    if record.request_hash != digest:
+        raise IdempotencyConflict(
+            f"idempotency key {key} was already used with different inputs; refusing to "
+            "apply a second, different effect")
+
+
+def release_key(scope: str, key: str) -> int:
+    """Forget a pending key after a human checked it did not take effect."""
+    return IdempotencyRecord.delete().where(
+        (IdempotencyRecord.scope == scope) & (IdempotencyRecord.key == store.fit_key(key)) &
+        (IdempotencyRecord.status == IdempotencyRecord.PENDING)).execute()
