@@ -163,9 +163,10 @@ def plugins(as_json, markdown):
     if as_json:
         _echo_json(rows)
         return
+    width = max((len(row["key"]) for row in rows), default=0)
     for row in rows:
         extra = f" ({row['type']})" if row.get("type") else ""
-        click.echo(f"{row['kind']:<8} {row['key']:<32} {row['label']}{extra}  "
+        click.echo(f"{row['kind']:<8} {row['key']:<{width}} {row['label']}{extra}  "
                    f"[plugin {row['plugin']}]")
 
 

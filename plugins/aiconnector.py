@@ -5,6 +5,34 @@ POST /subaccounts/credits, which takes it in the ``x-api-key`` header "not as a 
 parameter"; actions ask for that placement with ``auth="header"``. The document's base URL,
 https://api.example.com/v1/, is a placeholder (example.com is reserved), so a connection must
 give the platform's real one, ending in /v1.
+
+Decisions where the document is vague, kept in step with the sandbox
+(connector/sandbox/aiconnector.py):
+
+- Errors carry the document's envelope ``{"error": {"code", "message"}}``, read as is. A 429
+  is retried after "the time indicated in the response headers": Retry-After, else
+  X-RateLimit-Reset (the client's rule for every app).
+- Phones are sent in E.164 (``connector.Phone``); the document asks for the country code.
+- GET /contacts?phoneNumber=X or ?email=X answers the contact; 404 means no contact
+  matches, which a search reports as ``found: false``, not as an error.
+- No endpoint lists contact lists or campaigns, so their ids are typed (copied from the
+  app), never offered in a dropdown.
+- POST /send_custom_channel_message takes no idempotency key: the host's ledger sends it at
+  most once per step. POST /incoming_custom_channel_message drops a repeated
+  ``messageSid``: the action sends the one mapped, else ``connector-<step idempotency
+  key>``, so a retry never duplicates.
+- Neither webhook (auto-recharge; a custom channel's outbound messages, from the Custom
+  Channels guide the document refers to but does not include) has an API: the user pastes
+  the flow's URL and the signing secret the connector generates into the dashboard. Both
+  are verified the Standard Webhooks way. A custom channel's delivery is ``{"event":
+  "outbound_custom_channel_message", "messageId", "messageType", "createdAt",
+  "customData": {"messageId", "customChannel", "body", "fromId" (the contact's id on your
+  platform, as in the send endpoint), "contactId", "source" (bot or api), "toId"?,
+  "campaignId"?, "firstName"?, "lastName"?, "email"?, "inReplyTo"?}}``; the trigger also
+  takes these fields at the top level, and dedupes on the messageId. The auto-recharge
+  body is ``{"event": "auto_recharge", "idempotency_key", "sub_account_id", "email",
+  "amount", "current_balance", "threshold", "created_at"}``, deduped on the
+  idempotency_key forever.
 """
 from __future__ import annotations
 

@@ -2,13 +2,50 @@
 
 Auth is the ``apiKey`` query parameter on every endpoint except POST /v1/subaccounts/credits,
 which reads only the ``x-api-key`` header (the document says "not as a query parameter").
-The document's "HTTPS only" rule is not enforced on loopback. Decisions where it is vague:
-a phone must start with ``+`` and be a possible number for its country code (phonenumbers,
-no default region), and is stored in E.164; duplicates are found by phone only, as the
-document says; body errors are 400 VALIDATION_ERROR naming the field (``customData.body``),
-INVALID_PHONE for a bad phone. The auto-recharge webhook (not in the endpoint list; the
-grant-credits tip names its ``idempotency_key``) is Standard Webhooks signed, with
-``webhook-id`` equal to the idempotency key on every repeat.
+The document's "HTTPS only" rule is not enforced on loopback. Decisions where it is vague,
+kept in step with the app's docstring (connector/plugins/aiconnector.py):
+
+- Errors use the document's envelope ``{"error": {"code", "message"}}`` (plus ``details``
+  naming the field). Body errors are 400 VALIDATION_ERROR naming the field
+  (``customData.body``); a bad phone is 400 INVALID_PHONE with the document's message.
+- A phone must start with ``+`` and be a possible number for its country code
+  (phonenumbers, no default region); it is stored in E.164. Duplicates are found by phone
+  only, as the document says: POST /v1/contacts answers 201 with a new contact, or 200 with
+  the existing one for a known phone.
+- GET /v1/contacts?phoneNumber=X or ?email=X answers the one matching contact (email
+  matched case-insensitively, phone after E.164 normalising), 404 CONTACT_NOT_FOUND when
+  none matches, 400 when neither parameter is given; phoneNumber wins when both are.
+- Adding a contact to a list it is already on changes nothing and answers the same 200.
+  There is no endpoint listing lists (the document has none): the seed has two.
+- POST /v1/send_custom_channel_message answers 200 ``{"success", "messageId",
+  "contactId"}``; it takes no idempotency key, so a repeat sends again. A ``fromId`` not
+  seen before on that channel creates a contact (with the optional names and email, as the
+  document's "used when creating a new contact" implies); the contact has no phone.
+- POST /v1/incoming_custom_channel_message keeps a message once per ``messageSid`` (or
+  ``id``) and answers 200 ``{"success", "messageId", "messageSid", "contactId",
+  "duplicate"}``: a repeat answers with the first ``messageId`` and ``duplicate: true``.
+  Its ``fromId`` maps to a contact the same way.
+- Custom channels (the document's Custom Channels guide is referenced, not included): the
+  dashboard holds, per channel name, a webhook URL to which the platform delivers what goes
+  out on that channel, signed the Standard Webhooks way with the secret pasted there (one
+  is generated if none is). Both the bot's replies and messages sent through
+  send_custom_channel_message go out there. An incoming message's ``customData.channel``
+  names its channel (``custom`` when absent); when that channel has a webhook with
+  auto-reply on, the bot answers each new ``text`` message with status ``received`` after
+  ``reply_delay`` seconds (0.5 by default). The delivery is ``{"event":
+  "outbound_custom_channel_message", "messageId", "messageType": "text", "createdAt",
+  "customData": {...}}``; customData holds ``messageId``, ``customChannel``, ``body``,
+  ``fromId`` (the contact's id on your platform, as in the send endpoint), ``contactId``
+  (AI Connector's), ``source`` (``bot`` or ``api``) and, when known, ``toId``,
+  ``campaignId``, ``firstName``, ``lastName``, ``email`` and ``inReplyTo`` (the answered
+  messageSid). ``webhook-id`` is the messageId on every retry.
+- The auto-recharge webhook (not in the endpoint list; the grant-credits tip names its
+  ``idempotency_key``) is Standard Webhooks signed, with ``webhook-id`` equal to the
+  idempotency key on every repeat. Its body is ``{"event": "auto_recharge",
+  "idempotency_key", "sub_account_id", "email", "amount", "current_balance", "threshold",
+  "created_at"}``.
+- Neither webhook has an API: the admin routes under /_sandbox/aiconnector/ stand in for
+  the dashboard (see :meth:`AIConnector.register_admin`).
 """
 from __future__ import annotations
 
@@ -32,6 +69,10 @@ DEMO_LIST_ID = "lst_demo"
 DEMO_SUBACCOUNT_EMAIL = "client@agency.example"
 CREDITS_PATH = "/v1/subaccounts/credits"
 MAX_FIRE_TIMES = 10
+DEFAULT_CHANNEL = "custom"
+DEFAULT_REPLY_DELAY = 0.5
+MAX_REPLY_DELAY = 60.0
+OUTBOUND_EVENT = "outbound_custom_channel_message"
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 INVALID_PHONE = "Phone number must include a valid country code."
 
@@ -57,6 +98,33 @@ def _positive_number(value, field: str) -> int | float:
     return value
 
 
+def _webhook_url(url) -> str:
+    parsed = urlparse(url if isinstance(url, str) else "")
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ApiError(400, "VALIDATION_ERROR", "Field url must be an http or https URL.",
+                       {"field": "url"})
+    return url
+
+
+def _secret(secret) -> str | None:
+    if secret is not None and (not isinstance(secret, str) or not secret):
+        raise ApiError(400, "VALIDATION_ERROR", "Field secret must be a non-empty string.",
+                       {"field": "secret"})
+    return secret
+
+
+def _times(times) -> int:
+    if isinstance(times, bool) or not isinstance(times, int) or not 1 <= times <= MAX_FIRE_TIMES:
+        raise ApiError(400, "VALIDATION_ERROR",
+                       f"Field times must be an integer from 1 to {MAX_FIRE_TIMES}.",
+                       {"field": "times"})
+    return times
+
+
+def _reply_text(body: str) -> str:
+    return f"Thanks for your message! You wrote: {body}"
+
+
 def _custom_data(body: dict) -> dict:
     data = body.get("customData")
     if not isinstance(data, dict):
@@ -80,6 +148,8 @@ class AIConnector:
         self.subaccounts: dict[str, dict] = {}
         self.credit_ledger: list[dict] = []
         self.auto_recharge: dict | None = None
+        self.channels: dict[str, dict] = {}
+        self.channel_contacts: dict[str, str] = {}
 
     def reset(self, seed: bool = True) -> None:
         """Forget everything; with ``seed``, add the demo key, lists and sub-accounts."""
@@ -88,6 +158,7 @@ class AIConnector:
             self.contacts, self.lists, self.incoming, self.subaccounts = {}, {}, {}, {}
             self.messages, self.credit_ledger = [], []
             self.auto_recharge = None
+            self.channels, self.channel_contacts = {}, {}
             if not seed:
                 return
             for list_id, name in ((DEMO_LIST_ID, "Demo list"), ("lst_vip", "VIP")):
@@ -159,11 +230,33 @@ class AIConnector:
                    for f in ("fromId", "customChannel", "body")}
         for f in ("campaignId", "firstName", "lastName", "email"):
             message[f] = require_str(data, f, required=False, label=f"customData.{f}")
+        if message["email"] and not EMAIL.match(message["email"]):
+            raise ApiError(400, "VALIDATION_ERROR", "Field customData.email must be an email "
+                                                    "address.", {"field": "customData.email"})
         message = {"messageId": secrets.token_hex(10), **message, "direction": "outbound",
-                   "createdAt": now_iso()}
+                   "source": "api", "createdAt": now_iso()}
         with self.lock:
+            message["contactId"] = self._channel_contact(
+                message["customChannel"], message["fromId"], message)
             self.messages.append(message)
-        return {"success": True, "messageId": message["messageId"]}
+            target = self.channels.get(message["customChannel"])
+            target = dict(target) if target else None
+        if target:  # queued: the sender's answer never waits on the channel's receiver
+            self._deliver(target, message, now=False)
+        return {"success": True, "messageId": message["messageId"],
+                "contactId": message["contactId"]}
+
+    def _channel_contact(self, channel: str, from_id: str, names: dict) -> str:
+        """Return the contact behind ``from_id`` on ``channel``, creating it the first time."""
+        key = f"{channel}\x00{from_id}"
+        contact_id = self.channel_contacts.get(key)
+        if contact_id not in self.contacts:
+            contact = {"id": secrets.token_hex(10),
+                       **{f: names.get(f) for f in ("firstName", "lastName")},
+                       "phone": None, "email": names.get("email"), "createdAt": now_iso()}
+            self.contacts[contact["id"]] = contact
+            self.channel_contacts[key] = contact_id = contact["id"]
+        return contact_id
 
     def receive_message(self, body: dict) -> dict:
         """Record an incoming message once per messageSid; return the success body."""
@@ -186,13 +279,101 @@ class AIConnector:
             first = self.incoming.get(sid)
             if first is not None:
                 return {"success": True, "messageId": first["messageId"], "messageSid": sid,
-                        "duplicate": True}
+                        "contactId": first["contactId"], "duplicate": True}
             message = {"messageId": secrets.token_hex(10), "messageSid": sid, **message,
                        "direction": "inbound", "createdAt": now_iso()}
+            message["contactId"] = self._channel_contact(message["channel"] or DEFAULT_CHANNEL,
+                                                         message["fromId"], {})
             self.incoming[sid] = message
             self.messages.append(message)
+            channel = self.channels.get(message["channel"] or DEFAULT_CHANNEL)
+            if (channel and channel["auto_reply"] and message["messageType"] == "text"
+                    and message["status"] == "received"):
+                self.deliverer.scheduler.schedule(channel["reply_delay"],
+                                                  lambda: self._bot_reply(sid))
         return {"success": True, "messageId": message["messageId"], "messageSid": sid,
-                "duplicate": False}
+                "contactId": message["contactId"], "duplicate": False}
+
+    # Custom channels: the dashboard's per-channel webhook, the bot's outbound messages
+
+    def configure_channel(self, channel, url, secret=None, auto_reply=True,
+                          reply_delay=DEFAULT_REPLY_DELAY) -> dict:
+        """Set where a custom channel's outbound messages go; return it with its secret."""
+        if not isinstance(channel, str) or not channel.strip():
+            raise ApiError(400, "VALIDATION_ERROR", "Field channel must be a non-empty string.",
+                           {"field": "channel"})
+        if not isinstance(auto_reply, bool):
+            raise ApiError(400, "VALIDATION_ERROR", "Field auto_reply must be true or false.",
+                           {"field": "auto_reply"})
+        if (isinstance(reply_delay, bool) or not isinstance(reply_delay, (int, float))
+                or not math.isfinite(reply_delay) or not 0 <= reply_delay <= MAX_REPLY_DELAY):
+            raise ApiError(400, "VALIDATION_ERROR", "Field reply_delay must be a number of "
+                           f"seconds from 0 to {MAX_REPLY_DELAY:g}.", {"field": "reply_delay"})
+        entry = {"channel": channel, "url": _webhook_url(url),
+                 "secret": _secret(secret) or new_secret(), "auto_reply": auto_reply,
+                 "reply_delay": float(reply_delay)}
+        with self.lock:
+            self.channels[channel] = entry
+            return dict(entry)
+
+    def remove_channel(self, channel: str) -> None:
+        """Forget a custom channel's webhook (404 when none is set)."""
+        with self.lock:
+            if self.channels.pop(channel, None) is None:
+                raise ApiError(404, "CUSTOM_CHANNEL_NOT_FOUND",
+                               f"Custom channel {channel} has no webhook URL.",
+                               {"field": "channel"})
+
+    def _outbound(self, channel: str, data: dict, source: str, message_id=None) -> dict:
+        """Record one outbound message (under the lock) and return it."""
+        message = {"messageId": message_id or secrets.token_hex(10), "customChannel": channel,
+                   **{k: v for k, v in data.items() if v is not None},
+                   "direction": "outbound", "source": source, "createdAt": now_iso()}
+        self.messages.append(message)
+        return message
+
+    def _bot_reply(self, sid: str) -> None:
+        """Answer the incoming message ``sid`` on its channel, if the channel still has a URL."""
+        with self.lock:
+            incoming = self.incoming.get(sid)
+            if incoming is None:
+                return  # the sandbox was reset
+            name = incoming["channel"] or DEFAULT_CHANNEL
+            target = self.channels.get(name)
+            if target is None or not target["auto_reply"]:
+                return
+            target = dict(target)
+            message = self._outbound(name, {"fromId": incoming["fromId"],
+                                            "contactId": incoming["contactId"],
+                                            "toId": incoming["toId"],
+                                            "body": _reply_text(incoming["body"]),
+                                            "inReplyTo": sid}, "bot")
+        self._deliver(target, message, now=False)
+
+    def emit_bot_message(self, channel: str, data: dict, times=1) -> dict:
+        """Make the bot send one message on ``channel`` now, delivered ``times`` times."""
+        times = _times(times)
+        fields = {"fromId": require_str(data, "fromId"),
+                  "body": require_str(data, "body", required=False) or "Hello from the bot!"}
+        for f in ("toId", "campaignId", "firstName", "lastName", "email", "inReplyTo"):
+            fields[f] = require_str(data, f, required=False)
+        message_id = require_str(data, "messageId", required=False)
+        with self.lock:
+            target = self.channels.get(channel)
+            if target is None:
+                raise ApiError(409, "CUSTOM_CHANNEL_NOT_CONFIGURED",
+                               f"Set a webhook URL for custom channel {channel} first.")
+            target = dict(target)
+            fields["contactId"] = self._channel_contact(channel, fields["fromId"], fields)
+            message = self._outbound(channel, fields, "bot", message_id)
+        results = [self._deliver(target, message, now=True) for _ in range(times)]
+        return {"messageId": message["messageId"], "payload": _outbound_payload(message),
+                "deliveries": results}
+
+    def _deliver(self, target: dict, message: dict, now: bool):
+        send = self.deliverer.send_now if now else self.deliverer.send
+        return send(target["url"], target["secret"], OUTBOUND_EVENT, _outbound_payload(message),
+                    msg_id=message["messageId"], source=f"aiconnector:channel:{target['channel']}")
 
     # Agency credits and auto-recharge
 
@@ -223,13 +404,7 @@ class AIConnector:
 
     def configure_auto_recharge(self, url, secret: str | None = None) -> dict:
         """Set the agency's auto-recharge webhook URL (and secret, generated if None)."""
-        parsed = urlparse(url if isinstance(url, str) else "")
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ApiError(400, "VALIDATION_ERROR", "Field url must be an http or https URL.",
-                           {"field": "url"})
-        if secret is not None and (not isinstance(secret, str) or not secret):
-            raise ApiError(400, "VALIDATION_ERROR", "Field secret must be a non-empty string.",
-                           {"field": "secret"})
+        url, secret = _webhook_url(url), _secret(secret)
         with self.lock:
             self.auto_recharge = {"url": url, "secret": secret or new_secret()}
             return dict(self.auto_recharge)
@@ -238,11 +413,7 @@ class AIConnector:
                            times: int = 1) -> dict:
         """Deliver one auto-recharge message ``times`` times, now; return key and results."""
         amount = _positive_number(amount, "amount")
-        if (isinstance(times, bool) or not isinstance(times, int)
-                or not 1 <= times <= MAX_FIRE_TIMES):
-            raise ApiError(400, "VALIDATION_ERROR",
-                           f"Field times must be an integer from 1 to {MAX_FIRE_TIMES}.",
-                           {"field": "times"})
+        times = _times(times)
         if idempotency_key is not None and (not isinstance(idempotency_key, str)
                                             or not idempotency_key):
             raise ApiError(400, "VALIDATION_ERROR", "Field idempotency_key must be a string.",
@@ -275,6 +446,8 @@ class AIConnector:
                 "credit_ledger": [dict(e) for e in self.credit_ledger],
                 "auto_recharge": ({"url": self.auto_recharge["url"]}
                                   if self.auto_recharge else None),
+                "custom_channels": [{k: v for k, v in c.items() if k != "secret"}
+                                    for c in self.channels.values()],
             }
 
     # The sandbox composes services through these (see app.py).
@@ -291,7 +464,14 @@ class AIConnector:
         return self.snapshot()
 
     def register_admin(self, app) -> None:
-        """Add /_sandbox/aiconnector/... routes: the dashboard's auto-recharge settings."""
+        """Add /_sandbox/aiconnector/... routes: the dashboard's webhook settings, the bot.
+
+        PUT auto-recharge {url, secret?}; POST auto-recharge/fire {email, amount,
+        idempotency_key?, times?}; PUT custom-channels/<channel> {url, secret?, auto_reply?,
+        reply_delay?}; DELETE custom-channels/<channel>; POST
+        custom-channels/<channel>/bot-messages {fromId, body?, toId?, campaignId?,
+        firstName?, lastName?, email?, inReplyTo?, messageId?, times?} (delivered now).
+        """
 
         def body() -> dict:
             return json_body() if raw_body().strip() else {}
@@ -309,6 +489,23 @@ class AIConnector:
                                {"field": "amount"})
             return self.fire_auto_recharge(data.get("email"), data["amount"],
                                            data.get("idempotency_key"), data.get("times", 1))
+
+        @app.put("/aiconnector/custom-channels/<channel>")
+        def aiconnector_configure_channel(channel):
+            data = body()
+            return self.configure_channel(channel, data.get("url"), data.get("secret"),
+                                          data.get("auto_reply", True),
+                                          data.get("reply_delay", DEFAULT_REPLY_DELAY))
+
+        @app.delete("/aiconnector/custom-channels/<channel>")
+        def aiconnector_remove_channel(channel):
+            self.remove_channel(channel)
+            return "", 204
+
+        @app.post("/aiconnector/custom-channels/<channel>/bot-messages")
+        def aiconnector_bot_message(channel):
+            data = body()
+            return self.emit_bot_message(channel, data, data.get("times", 1))
 
     def _authenticate(self):
         if request.path == CREDITS_PATH:
@@ -366,3 +563,12 @@ class AIConnector:
             return self.grant_credits(body.get("email"), body["amount"], body.get("description"))
 
         return app
+
+
+def _outbound_payload(message: dict) -> dict:
+    """Return the webhook body for one outbound custom-channel message."""
+    skip = {"direction", "createdAt", "customChannel", "messageId"}
+    data = {"messageId": message["messageId"], "customChannel": message["customChannel"],
+            **{k: v for k, v in message.items() if k not in skip and v is not None}}
+    return {"event": OUTBOUND_EVENT, "messageId": message["messageId"], "messageType": "text",
+            "createdAt": message["createdAt"], "customData": data}
