@@ -194,8 +194,8 @@ class _Walk:
         sr.inputs = rendered
         try:
             return action.Inputs().load(rendered)
-        except ValidationError as err:
-            raise UserError(f"step {path}: {validation_message(err)}") from None
+        except ValidationError as err:  # _fail names the step; the message names the field
+            raise UserError(validation_message(err)) from None
 
     def _call(self, action, row, sr, path, context) -> dict:
         inputs = self._inputs(action, row, sr, context, path)

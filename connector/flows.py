@@ -216,7 +216,13 @@ def _check_inputs(action_cls, inputs: dict, where: str) -> None:
             raise FlowError(f"required input of {action_cls.key} is missing", f"{where}.{key}")
     templates.check(inputs, where)
     # Literal values can be checked now, field by field; schema-wide rules wait for the run,
-    # when templates have been rendered.
+    # when templates have been rendered, unless nothing is a template: then check it all.
+    if not any(_has_template(v) for v in inputs.values()):
+        try:
+            schema.load(inputs)
+        except ValidationError as err:
+            raise FlowError(_messages(err, where)) from None
+        return
     for key, value in inputs.items():
         if _has_template(value):
             continue

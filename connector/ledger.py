@@ -64,6 +64,13 @@ def _repeat(record: IdempotencyRecord, digest: str, key: str, run_id: int | None
                 holder.lease_until is not None and holder.lease_until > utcnow()):
             raise Throttled(1.0, f"idempotency key {key} is being used by run {holder.id}; "
                                  "waiting for its result")
+        # The holder may have finished between our two reads: it marks the record done (or
+        # releases it) before its run leaves RUNNING, so a fresh read tells which.
+        fresh = IdempotencyRecord.get_or_none(IdempotencyRecord.id == record.id)
+        if fresh is None:
+            raise Throttled(0.1, f"idempotency key {key} was released; trying again")
+        if fresh.status == IdempotencyRecord.DONE:
+            return fresh.response
     raise OutcomeUnknown(
         f"an earlier attempt with idempotency key {key} stopped mid-call, so it may or may "
         "not have taken effect; check the service, then replay with --force-key to send "

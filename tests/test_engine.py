@@ -372,3 +372,22 @@ def test_throttled_waits_without_using_up_attempts(thost):
         time.sleep(0.01)
     assert Run.get().status == Run.SUCCEEDED
     assert CALLS[("scripted", "s")] == 6
+
+
+def test_a_holder_that_finished_between_the_two_reads_shares_its_result(thost, monkeypatch):
+    from connector import ledger
+
+    flow = make_flow(thost, [{"action": "t.echo", "inputs": {"value": 1}}])
+    holder = queue(thost, flow, "h").created[0]
+    IdempotencyRecord.create(scope="s", key="k", request_hash=engine.request_hash({"a": 1}),
+                             run_id=holder, step_name="grant")
+    real_get = ledger.Run.get_or_none
+
+    def holder_finishes_now(*args, **kwargs):  # the holder completes right between the reads
+        IdempotencyRecord.update(status=IdempotencyRecord.DONE, response={"first": 1}).execute()
+        Run.update(status=Run.SUCCEEDED).where(Run.id == holder).execute()
+        return real_get(*args, **kwargs)
+
+    monkeypatch.setattr(ledger.Run, "get_or_none", holder_finishes_now)
+    assert engine.once("s", "k", {"a": 1}, lambda: {"second": 1},
+                       run_id=holder + 1) == {"first": 1}
