@@ -413,6 +413,7 @@ def enable(host: Host, flow: Flow, backfill: bool = False) -> Flow:
         elif isinstance(trigger, PollTrigger) and not backfill:
             from .intake import prime
             prime(host, flow, trigger, ctx, state)
+            state.cursor = ctx.state  # prime saved it; the save below must not undo that
         elif isinstance(trigger, ScheduleTrigger):
             # Count from now: firings missed while the flow was off are not backfilled.
             state.cursor = {**(state.cursor or {}), "last_fire": dt.datetime.now(

@@ -297,3 +297,27 @@ def test_webhook_urls_follow_the_running_serve_from_another_process(runtime, san
     assert sandbox.state()["samora"]["webhooks"][0]["url"].startswith(served)
     trigger_call(sandbox, "+14155550160")
     assert wait_for(lambda: len(final(flow)) == 1, timeout=20)
+
+
+def test_new_contact_polls_ignore_old_contacts_even_when_their_keys_are_gone(runtime, sandbox):
+    from connector.store import SeenItem
+
+    host = runtime.host
+    flow = load(host, "new-contact-call")
+    flows.enable(host, flow)
+    SeenItem.delete().execute()  # as if retention had pruned the keys of the old contacts
+    new_contact(sandbox, "Fresh", "+14155550170")
+    runtime.scheduler.poll(flow.id)
+    assert wait_for(lambda: len(final(flow)) == 1)
+    assert [r.item["name"] for r in runs(flow)] == ["Fresh"]
+
+
+def test_switching_on_keeps_the_cursor_the_priming_poll_saved(runtime, sandbox):
+    host = runtime.host
+    flow = load(host, "new-contact-call")
+    flows.enable(host, flow)
+    cursor = TriggerState.get(TriggerState.flow == flow).cursor
+    newest = max(c["created_at"] for c in sandbox.state()["contacts_api"]["contacts"]["org_demo"])
+    assert cursor["newest_created_at"] == newest
+    assert set(cursor["window"]) <= {c["id"] for c in
+                                     sandbox.state()["contacts_api"]["contacts"]["org_demo"]}

@@ -117,7 +117,55 @@ class NewContact(PollTrigger):
             if newest_first and stamps and stamps[-1] < since:
                 break  # everything further down is older than what we already saw
         ctx.state["newest_created_at"] = newest
-        return found
+        fresh, ctx.state["window"] = recent(found, since, newest, ctx.state.get("window") or {})
+        return fresh
+
+
+#: how far before the newest contact already seen a poll still looks (late writes, skew)
+OVERLAP = timedelta(hours=1)
+
+
+def _when(text) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def recent(contacts: list[dict], since: str, newest: str,
+           window: dict[str, str]) -> tuple[list[dict], dict[str, str]]:
+    """Return (contacts to hand to the ledger, the new window of ids already seen).
+
+    The host's ledger drops repeats, but its keys expire (7 days). So the poll itself never
+    returns a contact created before the newest one already seen minus OVERLAP, nor one in
+    the window (ids created within OVERLAP of the newest, remembered in the cursor, which is
+    saved in the same transaction as the runs). The first poll returns everything.
+    """
+    cutoff = _when(since)
+    cutoff = cutoff - OVERLAP if cutoff else None
+    fresh = []
+    for contact in contacts:
+        created = _when(contact.get("created_at"))
+        if cutoff is not None and created is not None and created < cutoff:
+            continue
+        if str(contact["id"]) in window:
+            continue
+        fresh.append(contact)
+    edge = _when(newest)
+    edge = edge - OVERLAP if edge else None
+    kept = dict(window)
+    for contact in contacts:
+        created = _when(contact.get("created_at"))
+        if created is not None and (edge is None or created >= edge):
+            kept[str(contact["id"])] = created.isoformat()
+    kept = {cid: at for cid, at in kept.items() if edge is None or _when(at) >= edge}
+    if len(kept) > WINDOW_CAP:  # a burst beyond this leans on the ledger alone
+        kept = dict(sorted(kept.items(), key=lambda pair: pair[1])[-WINDOW_CAP:])
+    return fresh, kept
+
+
+WINDOW_CAP = 5000
 
 
 class UpdatedInputs(Schema):
