@@ -22,7 +22,7 @@ from connector.crypto import new_key
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "flows"
 CONNECTION_NAMES = {"contacts_api": "contacts-api", "samora": "samora",
-                    "aiconnector": "aiconnector"}
+                    "aiconnector": "aiconnector", "samva": "samva"}
 PRODUCT_KEYS = {
     "contacts_api.new_contact": "trigger",
     "samora.trigger_call": "action",
