@@ -431,3 +431,27 @@ def test_delay_until_a_time_past_or_ahead(built):
     assert later.status == Run.WAITING
     assert abs((later.next_attempt_at - (utcnow() + dt.timedelta(hours=2))).total_seconds()) < 5
     assert run_due(built) == 0  # not due: nothing is claimed
+
+
+@pytest.mark.covers("formatter.text", "formatter.number", "formatter.date", "formatter.lookup")
+def test_formatters_over_http_answer_a_synchronous_webhook(served):
+    host = served.host
+    flow = catch_flow(host, "format", respond="last_step", steps=[
+        {"name": "name", "action": "formatter.text",
+         "inputs": {"operation": "title", "text": "{{ trigger.name }}"}},
+        {"name": "total", "action": "formatter.number",
+         "inputs": {"operation": "parse", "value": "{{ trigger.total }}",
+                    "decimal_separator": ","}},
+        {"name": "due", "action": "formatter.date",
+         "inputs": {"operation": "add", "date": "{{ trigger.ordered }}", "amount": 1,
+                    "unit": "months", "format": "date"}},
+        {"name": "answer", "action": "formatter.lookup",
+         "inputs": {"key": "{{ trigger.plan }}", "table": {"gold": "Priority", "basic": "Std"},
+                    "default": "Unknown"}}])
+    answer = requests.post(flows.webhook_url(host, flow), timeout=10, json={
+        "name": "ada lovelace", "total": "1.234,50", "ordered": "2026-01-31", "plan": "gold"})
+    assert answer.status_code == 200 and answer.json()["result"] == "Priority"
+    outputs = {s.name: s.output for s in StepRun.select()}
+    assert outputs["name"]["result"] == "Ada Lovelace"
+    assert outputs["total"]["result"] == 1234.5
+    assert outputs["due"]["result"] == "2026-02-28"  # a month after Jan 31 clamps to Feb 28

@@ -333,11 +333,12 @@ def test_every_hook_is_documented_in_docs_plugins_md(hook):
 
 def _components():
     catalog = bundled_catalog()
-    return [*catalog.triggers.values(), *catalog.actions.values()]
+    return [*catalog.triggers.values(), *catalog.actions.values(),
+            *catalog.searches.values()]
 
 
 @pytest.mark.parametrize("entry", _components(), ids=lambda e: e.key)
-def test_every_bundled_trigger_and_action_is_complete(entry):
+def test_every_bundled_trigger_action_and_search_is_complete(entry):
     cls = entry.cls
     base = Trigger if entry.kind == "trigger" else Action
     assert issubclass(cls, base)
