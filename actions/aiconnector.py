@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from connector import Action, FatalAPIError, Phone, Search, hookimpl
+from connector import Action, FatalAPIError, InputSchema, Phone, Search, hookimpl
 
 REQUIRED = validate.Length(min=1)
 
@@ -39,15 +39,7 @@ def _text(label: str, help: str = "", required: bool = False):
                          metadata={"label": label, "help": help})
 
 
-class _Inputs(Schema):
-    """Inputs where an empty string (a template that rendered nothing) means "not given"."""
-
-    @pre_load
-    def drop_blanks(self, data, **_):
-        if not isinstance(data, dict):
-            return data
-        return {k: v for k, v in data.items()
-                if v is not None and not (isinstance(v, str) and not v.strip())}
+_Inputs = InputSchema  # an input that rendered empty means "not given"
 
 
 def _given(inputs: dict, names) -> dict:

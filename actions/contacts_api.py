@@ -23,10 +23,12 @@ import re
 from datetime import date, datetime
 
 from marshmallow import (
-    Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema,
+    Schema, ValidationError, fields, post_load, validate, validates_schema,
 )
 
-from connector import Action, FatalAPIError, Phone, Search, UserError, hookimpl
+from connector import (
+    Action, FatalAPIError, InputSchema, Phone, Search, UserError, hookimpl,
+)
 from connector.plugins.contacts_api import API, items_of, seg
 
 MAX_LIMIT = 200
@@ -45,13 +47,6 @@ MAX_GROUPS = MAX_CONDITIONS = 20
 MAX_IN_VALUES = 100
 CLEARABLE = ("name", "email", "phone", "company", "source", "notes", "tags", "assigned_to")
 FIELD_TYPES = ("text", "number", "date", "boolean", "select", "multi_select")
-
-
-def _drop_blank(data):
-    """Remove inputs that rendered empty (None or ""): they mean "not given"."""
-    if not isinstance(data, dict):
-        return data
-    return {k: v for k, v in data.items() if v is not None and v != ""}
 
 
 def _tag_list(value):
@@ -180,7 +175,7 @@ def _query(query: dict | None) -> dict:
 # Contacts -----------------------------------------------------------------------------------
 
 
-class ContactFields(Schema):
+class ContactFields(InputSchema):
     name = fields.String(validate=validate.Length(max=200), metadata={"label": "Name"})
     email = fields.Email(metadata={"label": "Email"})
     phone = Phone(metadata={"label": "Phone", "help": "With country code, e.g. +15551234567."})
@@ -197,10 +192,6 @@ class ContactFields(Schema):
         "label": "Custom fields", "help": "Values by custom-field key, e.g. {budget: 5000}."})
     assigned_to = fields.String(metadata={
         "label": "Assigned to", "help": "A member id of the organisation."})
-
-    @pre_load
-    def blanks(self, data, **_):
-        return _drop_blank(data)
 
 
 def _contact_body(inputs: dict) -> dict:
@@ -313,7 +304,7 @@ class DeleteContact(Action):
         return {"id": inputs["contact_id"], "deleted": True}
 
 
-class ListContactsInputs(Schema):
+class ListContactsInputs(InputSchema):
     q = fields.String(load_default=None, metadata={
         "label": "Search text", "help": "Matches name, email, phone or company."})
     tag = fields.String(load_default=None, metadata={
@@ -321,10 +312,6 @@ class ListContactsInputs(Schema):
         "choices_from": "contacts_api.list_tags"})
     limit = _limit()
     offset = _offset()
-
-    @pre_load
-    def blanks(self, data, **_):
-        return _drop_blank(data)
 
 
 class ListContacts(Search):
@@ -344,17 +331,13 @@ class ListContacts(Search):
         return items_of(ctx.client.get(f"{API}/contacts", params=params))
 
 
-class SearchContactsInputs(Schema):
+class SearchContactsInputs(InputSchema):
     query = fields.Nested(Query, load_default=None, metadata={
         "label": "Filter", "help": QUERY_HELP})
     q = fields.String(load_default=None, metadata={
         "label": "Search text", "help": "Free text, combined with the filter (AND)."})
     limit = _limit()
     offset = _offset()
-
-    @pre_load
-    def blanks(self, data, **_):
-        return _drop_blank(data)
 
 
 class SearchContacts(Search):
@@ -763,7 +746,7 @@ class ListCustomFields(Search):
                 "label": f"{record.get('name') or record.get('key')} ({record.get('key')})"}
 
 
-class FieldDefinition(Schema):
+class FieldDefinition(InputSchema):
     options = fields.List(fields.String(validate=validate.Length(min=1)), load_default=None,
                           metadata={"label": "Options", "help": "The choices of a select or "
                                                                 "multi_select field."})
@@ -780,10 +763,6 @@ class CreateFieldInputs(FieldDefinition):
                                           "empty (Lead score -> lead_score)."})
     type = fields.String(required=True, validate=validate.OneOf(FIELD_TYPES), metadata={
         "label": "Type"})
-
-    @pre_load
-    def blanks(self, data, **_):
-        return _drop_blank(data)
 
     @validates_schema
     def options_for_selects(self, data, **_):
@@ -825,7 +804,7 @@ class CreateCustomField(Action):
             return {**existing, "created": False}
 
 
-class FieldRefInputs(Schema):
+class FieldRefInputs(InputSchema):
     field = fields.String(required=True, validate=validate.Length(min=1), metadata={
         "label": "Custom field", "help": "The field's key or id.",
         "choices_from": "contacts_api.list_custom_fields"})
@@ -838,10 +817,6 @@ def _resolve_field(ctx, ref: str) -> dict | None:
 class UpdateFieldInputs(FieldDefinition, FieldRefInputs):
     name = fields.String(load_default=None, validate=validate.Length(min=1, max=100),
                          metadata={"label": "New name"})
-
-    @pre_load
-    def blanks(self, data, **_):
-        return _drop_blank(data)
 
 
 class UpdateCustomField(Action):

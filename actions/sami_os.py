@@ -23,9 +23,9 @@ from __future__ import annotations
 import datetime as dt
 from urllib.parse import quote
 
-from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
+from marshmallow import ValidationError, fields, validate, validates_schema
 
-from connector import Action, Phone, Search, hookimpl
+from connector import Action, InputSchema, Phone, Search, hookimpl
 from connector.plugins.sami_os import SCOPES, data_of
 
 API = "/api/v1"
@@ -120,15 +120,7 @@ class TagList(fields.List):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-class Inputs(Schema):
-    """Inputs where an empty string (a template that rendered nothing) means "not given"."""
-
-    @pre_load
-    def drop_blanks(self, data, **_):
-        if not isinstance(data, dict):
-            return data
-        return {k: v for k, v in data.items()
-                if v is not None and not (isinstance(v, str) and not v.strip())}
+Inputs = InputSchema  # an input that rendered empty means "not given"
 
 
 def given(inputs: dict, names) -> dict:

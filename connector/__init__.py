@@ -12,8 +12,8 @@ from .errors import (
 from .hookspecs import hookimpl
 from .fields import Phone
 from .sdk import (
-    Action, ActionContext, App, Park, PollTrigger, ScheduleTrigger, Search, Trigger,
-    TriggerContext,
+    Action, ActionContext, App, InputSchema, Park, PollTrigger, ScheduleTrigger, Search,
+    ServiceWebhookTrigger, Trigger, TriggerContext,
     WebhookRequest, WebhookTrigger,
 )
 
@@ -21,7 +21,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APIError", "Action", "ActionContext", "App", "ConfigurationError", "ConnectorError",
-    "FatalAPIError", "FlowError", "IdempotencyConflict", "OutcomeUnknown", "Park", "Phone",
+    "FatalAPIError", "FlowError", "IdempotencyConflict", "InputSchema", "OutcomeUnknown",
+    "Park", "Phone", "ServiceWebhookTrigger",
     "PluginError", "PollTrigger", "RetriableAPIError", "ScheduleTrigger", "Search",
     "SignatureError", "Throttled",
     "Trigger", "TriggerContext", "UserError", "WebhookRequest", "WebhookTrigger", "hookimpl",

@@ -169,7 +169,8 @@ def _scenario(host: Host, runtime: Runtime, sandbox, root: str, examples: Path,
     checks.check(after == before + RECHARGE_AMOUNT and
                  Run.select().where(Run.flow == recharge).count() == 1,
                  f"auto-recharge delivered twice, credits granted once (balance {before:g} -> "
-                 f"{after:g})", f"key {key}, runs {Run.select().where(Run.flow == recharge).count()}")
+                 f"{after:g})",
+                 f"key {key}, runs {Run.select().where(Run.flow == recharge).count()}")
 
     flows.disable(host, call_finished)
     hooks = requests.get(f"{sandbox.connections()['samora']['base_url']}/v2/webhooks",

@@ -21,7 +21,7 @@ import secrets
 from pathlib import Path
 
 import yaml
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from . import conditions, store, templates
 from .errors import APIError, FlowError, NotFound, UserError

@@ -133,7 +133,8 @@ class ApiClient:
                                     retry_after=parse_retry_after(headers),
                                     maybe_applied=status in GATEWAY_STATUSES)
         if 300 <= status < 400:
-            message = f"unexpected redirect to {response.headers.get('Location', '?').split('?')[0]}"
+            target = response.headers.get("Location", "?").split("?")[0]
+            message = f"unexpected redirect to {target}"
         raise FatalAPIError(message, status=status, code=code)
 
     def close(self) -> None:

@@ -3,8 +3,9 @@
 Each is a declarative class: a key, a label, help text, a marshmallow schema of its inputs
 and a sample, plus a few small methods to override. ``metadata={"secret": True}`` marks a
 field as a secret: an app's Credentials are sealed at rest and never printed; trigger and
-action inputs are stored as given, so credentials belong in a connection, not in inputs. The host builds the contexts and calls them; plugins never touch
-the database, the scheduler or Flask.
+action inputs are stored as given, so credentials belong in a connection, not in inputs.
+The host builds the contexts and calls them; plugins never touch the database, the
+scheduler or Flask.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
 
-from marshmallow import Schema
+from marshmallow import Schema, pre_load
 
 from .errors import SignatureError
 
@@ -23,6 +24,18 @@ DAY = 24 * 3600
 
 class NoInputs(Schema):
     """The empty input schema."""
+
+
+class InputSchema(Schema):
+    """An input schema where a blank value (None, or text that is empty or only spaces)
+    counts as not given, as a builder expects when a mapped field rendered nothing."""
+
+    @pre_load
+    def drop_blanks(self, data, **_):
+        if not isinstance(data, dict):
+            return data
+        return {k: v for k, v in data.items()
+                if v is not None and not (isinstance(v, str) and not v.strip())}
 
 
 class App:
@@ -44,7 +57,7 @@ class App:
         """Put the credentials on ``request`` (headers or params); the default adds nothing."""
 
     def test(self, client) -> dict:
-        """Make one cheap authenticated call; return something to show; raise APIError on failure."""
+        """Make one cheap authenticated call; return something to show; raise APIError."""
         raise NotImplementedError(f"app {self.key} has no connection test")
 
     def error_details(self, status: int, body: Any) -> tuple[str | None, str]:
@@ -62,7 +75,8 @@ class App:
                     for entry in detail:
                         if isinstance(entry, dict):
                             loc = ".".join(str(p) for p in entry.get("loc", []) if p != "body")
-                            parts.append(f"{loc}: {entry.get('msg')}" if loc else str(entry.get("msg")))
+                            msg = entry.get("msg")
+                            parts.append(f"{loc}: {msg}" if loc else str(msg))
                         else:
                             parts.append(str(entry))
                     return None, "; ".join(parts)
@@ -216,6 +230,34 @@ class WebhookTrigger(Trigger):
         the run takes longer than this.
         """
         return None
+
+
+class ServiceWebhookTrigger(WebhookTrigger):
+    """A webhook the service registers through its API and signs the Standard Webhooks way.
+
+    Subclasses write :meth:`subscribe` (return at least ``id`` and ``secret``) and
+    :meth:`parse`; switching off deletes ``{hooks_path}/{id}``, where "already gone" (404)
+    counts as done.
+    """
+
+    hooks_path: ClassVar[str] = ""
+
+    def unsubscribe(self, ctx: TriggerContext, subscription: dict) -> None:
+        from urllib.parse import quote
+
+        from .errors import FatalAPIError
+
+        try:
+            ctx.client.delete(f"{self.hooks_path}/{quote(str(subscription['id']), safe='')}",
+                              expect_json=False)
+        except FatalAPIError as exc:
+            if exc.status != 404:
+                raise
+
+    def verify(self, ctx: TriggerContext, request: WebhookRequest, subscription: dict) -> None:
+        from .signatures import verify_subscription
+
+        verify_subscription(subscription, request.headers, request.body)
 
 
 class ScheduleTrigger(Trigger):

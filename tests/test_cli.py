@@ -7,7 +7,6 @@ line starting with ``error:``, a non-zero exit code, and never a traceback.
 from __future__ import annotations
 
 import json
-import sys
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path

@@ -12,12 +12,10 @@ retry of a campaign call is a new call, with its own call_id.
 """
 from __future__ import annotations
 
-from urllib.parse import quote
 
 from marshmallow import Schema, fields
 
-from connector import FatalAPIError, WebhookTrigger, hookimpl
-from connector.signatures import verify_subscription
+from connector import FatalAPIError, ServiceWebhookTrigger, hookimpl
 
 
 class DataOptions(Schema):
@@ -29,8 +27,10 @@ class DataOptions(Schema):
         "help": "Ask Samora for the call's recording URL too, when it has one."})
 
 
-class CallEvent(WebhookTrigger):
+class CallEvent(ServiceWebhookTrigger):
     """A Samora call event delivered to a webhook this trigger registers."""
+
+    hooks_path = "/v2/webhooks"
 
     app = "samora"
     event = ""
@@ -48,17 +48,6 @@ class CallEvent(WebhookTrigger):
         if not hook_id or not secret:
             raise FatalAPIError("Samora created the webhook but returned no id or signing secret")
         return {"id": str(hook_id), "secret": secret}
-
-    def unsubscribe(self, ctx, subscription):
-        try:
-            ctx.client.delete(f"/v2/webhooks/{quote(subscription['id'], safe='')}",
-                              expect_json=False)
-        except FatalAPIError as exc:
-            if exc.status != 404:  # already gone is what we wanted
-                raise
-
-    def verify(self, ctx, request, subscription):
-        verify_subscription(subscription, request.headers, request.body)
 
     def parse(self, ctx, request):
         body = request.json()

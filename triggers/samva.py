@@ -12,12 +12,11 @@ a new webhook-id still fires once.
 """
 from __future__ import annotations
 
-from urllib.parse import quote
 
 from marshmallow import Schema, fields, validate
 
-from connector import FatalAPIError, WebhookTrigger, hookimpl
-from connector.signatures import new_secret, verify_subscription
+from connector import FatalAPIError, ServiceWebhookTrigger, hookimpl
+from connector.signatures import new_secret
 
 CHANNELS = ("sms", "whatsapp", "email")
 
@@ -28,8 +27,10 @@ class Inputs(Schema):
                                             "empty fires for all three."})
 
 
-class MessageEvent(WebhookTrigger):
+class MessageEvent(ServiceWebhookTrigger):
     """A Samva message status event delivered to a webhook this trigger registers."""
+
+    hooks_path = "/webhooks"
 
     app = "samva"
     event = ""
@@ -45,17 +46,6 @@ class MessageEvent(WebhookTrigger):
         if not hook_id:
             raise FatalAPIError("Samva created the webhook but returned no id")
         return {"id": str(hook_id), "secret": secret}
-
-    def unsubscribe(self, ctx, subscription):
-        try:
-            ctx.client.delete(f"/webhooks/{quote(subscription['id'], safe='')}",
-                              expect_json=False)
-        except FatalAPIError as exc:
-            if exc.status != 404:  # already gone is what we wanted
-                raise
-
-    def verify(self, ctx, request, subscription):
-        verify_subscription(subscription, request.headers, request.body)
 
     def parse(self, ctx, request):
         body = request.json()
