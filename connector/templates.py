@@ -2,19 +2,26 @@
 
 A string that is exactly one ``{{ expression }}`` keeps the expression's type (a number stays
 a number, a dict a dict); any other string renders as text. Undefined names are errors that
-say which field they were in, not silent blanks.
+say which field they were in, not silent blanks; ``| default(...)`` covers an optional one,
+even several levels deep (``trigger.context.name | default('')``).
 """
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, Undefined
+from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import FlowError
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+class _Missing(ChainableUndefined, StrictUndefined):
+    """A missing value: ``a.b.c | default(x)`` works on an absent ``a``, but rendering or
+    testing a missing value is an error naming it, never a silent blank."""
+
+
+_ENV = ImmutableSandboxedEnvironment(undefined=_Missing, autoescape=False)
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
 
 

@@ -103,3 +103,12 @@ def test_all_and_any():
 def test_invalid_filters_name_the_place(spec, where):
     with pytest.raises(FlowError, match=where):
         conditions.validate(spec)
+
+
+def test_default_covers_a_missing_chain_but_a_bare_missing_chain_is_an_error():
+    assert templates.render("{{ trigger.context.name | default('') }}", CTX) == ""
+    assert templates.render("Hi {{ trigger.context.name | default('there') }}", CTX) == "Hi there"
+    with pytest.raises(FlowError, match="'context'"):
+        templates.render({"x": "{{ trigger.context.name }}"}, CTX)
+    with pytest.raises(FlowError):
+        templates.render({"x": "{% if trigger.context.name %}y{% endif %}"}, CTX)
