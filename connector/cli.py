@@ -79,13 +79,17 @@ def main(verbose: int) -> None:
 @main.command()
 @click.option("--host", "address", default=None, help="Address to bind (CONNECTOR_HOST).")
 @click.option("--port", type=int, default=None, help="Port to bind (CONNECTOR_PORT, 8080).")
+@click.option("--plugins-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, envvar="CONNECTOR_PLUGINS_DIR",
+              help="Also load every *.py in this directory as a plugin (named dir:<stem>).")
 @click.pass_context
-def serve(ctx, address, port):
+def serve(ctx, address, port, plugins_dir):
     """Receive webhooks, run polls and execute runs until interrupted."""
+    from .cli_dev import host_for
     from .runtime import Runtime
 
     logging.getLogger("connector").setLevel(min(logging.getLogger().level, logging.INFO))
-    host = _host(ctx)
+    host = host_for(ctx, plugins_dir)
     runtime = Runtime(host)
 
     def terminate(_signum, _frame):  # stop as cleanly on SIGTERM as on Ctrl-C
@@ -317,6 +321,21 @@ def flows_disable(ctx, name):
     click.echo(f"flow {name} is off")
 
 
+@flows.command("resume")
+@click.argument("name")
+@click.pass_context
+def flows_resume(ctx, name):
+    """Lift a pause: the runs it held are executed."""
+    from . import flows as flows_mod
+
+    _host(ctx)
+    flow = flows_mod.get(name)
+    if not flow.paused_reason:
+        raise UserError(f"flow {name} is not paused")
+    flows_mod.resume(flow)
+    click.echo(f"flow {name} resumed")
+
+
 @flows.command("secret")
 @click.argument("name")
 @click.pass_context
@@ -353,14 +372,16 @@ def flows_list(ctx, as_json):
         counts = {r.status: r.n for r in Run.select(Run.status, fn.COUNT(Run.id).alias("n"))
                   .where(Run.flow == flow).group_by(Run.status)}
         rows.append({"name": flow.name, "trigger": flow.trigger_key,
-                     "enabled": flow.enabled, "runs": counts})
+                     "enabled": flow.enabled, "paused": flow.paused_reason, "runs": counts})
     if as_json:
         _echo_json(rows)
         return
     for row in rows:
         runs = ", ".join(f"{k} {v}" for k, v in sorted(row["runs"].items())) or "no runs"
-        click.echo(f"{row['name']:<28} {'on ' if row['enabled'] else 'off'} "
-                   f"{row['trigger']:<30} {runs}")
+        state = "paused" if row["paused"] else ("on" if row["enabled"] else "off")
+        click.echo(f"{row['name']:<28} {state:<6} {row['trigger']:<30} {runs}")
+        if row["paused"]:
+            click.echo(f"    {row['paused']} (connector flows resume {row['name']})")
 
 
 @flows.command("export")
@@ -453,14 +474,38 @@ def runs_show(ctx, run_id, as_json):
               help="Replay every failed run of FLOW.")
 @click.option("--force-key", is_flag=True,
               help="Release a pending idempotency key first (after checking the service).")
+@click.option("--item", "item_file", type=click.File("r"), default=None,
+              help="Replay one run with this edited trigger item (a JSON file; - for stdin).")
+@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
+              help="Replay one run with these fields of its trigger item changed (repeat).")
 @click.pass_context
-def runs_replay(ctx, run_ids, flow_name, force_key):
-    """Queue failed runs again from their failed step; `connector serve` executes them."""
+def runs_replay(ctx, run_ids, flow_name, force_key, item_file, sets):
+    """Queue failed runs again from their failed step; `connector serve` executes them.
+
+    With --item or --set, one run is replayed as a new run with an edited trigger item.
+    """
     from . import engine
     from . import flows as flows_mod
     from .store import Run
 
     _host(ctx)
+    if item_file is not None or sets:
+        if len(run_ids) != 1 or flow_name:
+            raise UserError("--item and --set replay exactly one run: give one run id")
+        run = Run.get_or_none(Run.id == run_ids[0])
+        if run is None:
+            raise UserError(f"no run with id {run_ids[0]}")
+        item = dict(run.item or {})
+        if item_file is not None:
+            try:
+                item = json.load(item_file)
+            except ValueError as exc:
+                raise UserError(f"--item: not valid JSON ({exc})") from None
+        for name, value in _fields(sets).items():
+            item[name] = value
+        new = engine.replay(run.id, item=item)
+        click.echo(f"run {new.id} queued, replaying run {run.id} with an edited item")
+        return
     ids = list(run_ids)
     if flow_name:
         flow = flows_mod.get(flow_name)
@@ -472,6 +517,15 @@ def runs_replay(ctx, run_ids, flow_name, force_key):
     for run_id in ids:
         engine.replay(run_id, force_key=force_key)
         click.echo(f"run {run_id} queued again")
+
+
+# -- the plugin developer's kit (connector/cli_dev.py) -------------------------------------------
+
+from .cli_dev import invoke, plugin_group, plugins as plugins_group  # noqa: E402
+
+main.add_command(plugins_group)  # `plugins` becomes a group: the listing above, plus `check`
+main.add_command(invoke)
+main.add_command(plugin_group)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from .flows import StepNode, step_tree
 from .host import Host, validation_message
 from .ledger import once, release_key  # noqa: F401  (re-exported: engine.once, release_key)
 from .sdk import ActionContext, Park, request_hash  # noqa: F401
-from .store import IdempotencyRecord, Run, StepAttempt, StepRun, utcnow
+from .store import Flow, IdempotencyRecord, Run, StepAttempt, StepRun, utcnow
 
 log = logging.getLogger("connector.engine")
 
@@ -51,9 +51,10 @@ def step_key(run: Run, step_name: str) -> str:
 def due_runs(limit: int, exclude: set[int] = frozenset()) -> list[int]:
     """Return ids of runs that can be claimed now (due, or with an expired lease)."""
     now = utcnow()
-    query = (Run.select(Run.id)
-             .where(((Run.status.in_(Run.DUE)) & (Run.next_attempt_at <= now)) |
-                    ((Run.status == Run.RUNNING) & (Run.lease_until < now)))
+    query = (Run.select(Run.id).join(Flow)
+             .where((((Run.status.in_(Run.DUE)) & (Run.next_attempt_at <= now)) |
+                     ((Run.status == Run.RUNNING) & (Run.lease_until < now))) &
+                    Flow.paused_reason.is_null())  # a paused flow's runs wait, kept
              .order_by(Run.next_attempt_at, Run.id).limit(limit + len(exclude)))
     return [r.id for r in query if r.id not in exclude][:limit]
 
@@ -66,7 +67,9 @@ def claim(run_id: int, lease_seconds: int) -> dt.datetime | None:
                        started_at=fn.COALESCE(Run.started_at, now))
             .where((Run.id == run_id) &
                    (((Run.status.in_(Run.DUE)) & (Run.next_attempt_at <= now)) |
-                    ((Run.status == Run.RUNNING) & (Run.lease_until < now))))
+                    ((Run.status == Run.RUNNING) & (Run.lease_until < now))) &
+                   Run.flow.not_in(Flow.select(Flow.id).where(
+                       Flow.paused_reason.is_null(False))))
             .execute())
     return lease if rows == 1 else None
 
@@ -110,7 +113,7 @@ def _execute(host: Host, run: Run, lease: dt.datetime) -> str:
     status = Run.FILTERED if outcome == Run.FILTERED else Run.SUCCEEDED
     with store.write_tx():
         _hold(run.id, walk.lease, host.settings.lease_seconds)
-        _finish_run(run, status, None, None)
+        _finish_run(run, status, None, None, host)
     return status
 
 
@@ -306,7 +309,7 @@ class _Walk:
         with store.write_tx():
             _hold(self.run.id, self.lease, self.settings.lease_seconds)
             _finish_step(sr, StepRun.FAILED, started_at, started, message)
-            _finish_run(self.run, Run.FAILED, f"step {path}: {message}", path)
+            _finish_run(self.run, Run.FAILED, f"step {path}: {message}", path, self.host)
         log.warning("run %s failed at step %s: %s", self.run.id, path, message)
         raise _Stop(Run.FAILED)
 
@@ -339,20 +342,63 @@ def _finish_step(sr: StepRun, status: str, started_at, started: float, error, re
                        duration_ms=round((time.monotonic() - started) * 1000, 3))
 
 
-def _finish_run(run: Run, status: str, error, failed_step) -> None:
+def _finish_run(run: Run, status: str, error, failed_step, host: Host | None = None) -> None:
+    """End a run, then keep the flow's failure streak, pausing and error flow up to date."""
     Run.update(status=status, error=error, failed_step=failed_step, finished_at=utcnow(),
                lease_until=None).where(Run.id == run.id).execute()
+    flow = Flow.get_by_id(run.flow_id)
+    if status != Run.FAILED:
+        if flow.failure_streak:
+            Flow.update(failure_streak=0).where(Flow.id == flow.id).execute()
+        return
+    streak = flow.failure_streak + 1
+    paused = bool(flow.paused_reason)
+    changes = {"failure_streak": streak}
+    if flow.pause_after and streak >= flow.pause_after and not paused:
+        paused = True
+        changes["paused_reason"] = (f"paused after {streak} failed runs in a row; the last "
+                                    f"one (run {run.id}) failed at {error}")
+        log.warning("flow %s %s", flow.name, changes["paused_reason"])
+    Flow.update(**changes).where(Flow.id == flow.id).execute()
+    if flow.error_flow and host is not None:
+        _report_failure(host, flow, run, error, failed_step, paused)
 
 
-def replay(run_id: int, force_key: bool = False) -> Run:
+def _report_failure(host: Host, flow: Flow, run: Run, error, failed_step, paused: bool) -> None:
+    """Queue a run of the flow's error flow with the failed run's details."""
+    target = Flow.get_or_none(Flow.name == flow.error_flow)
+    if target is None or target.id == flow.id or not target.enabled:
+        log.warning("flow %s: error flow %r is missing, off, or itself; failure not reported",
+                    flow.name, flow.error_flow)
+        return
+    try:
+        trigger = host.catalog.trigger(target.trigger_key)
+    except ConnectorError:
+        return
+    item = {"flow": flow.name, "run_id": run.id, "failed_step": failed_step, "error": error,
+            "attempts": run.attempts, "trigger_item": run.item, "paused": paused,
+            "failed_at": utcnow().isoformat() + "Z"}
+    from .intake import ingest
+
+    ingest(target, trigger, [(trigger.dedupe_key(item), item)])
+
+
+def replay(run_id: int, force_key: bool = False, item: dict | None = None) -> Run:
     """Queue a failed run again from its failed step; steps that succeeded are not repeated.
 
     ``force_key`` first releases a pending idempotency key of the failed step, for when a
-    human has checked that the interrupted call did not take effect.
+    human has checked that the interrupted call did not take effect. With ``item`` the run
+    is not touched: a new run of the same flow starts from the first step with the edited
+    trigger item (its own idempotency keys), linked to it by ``replay_of``.
     """
     run = Run.get_or_none(Run.id == run_id)
     if run is None:
         raise UserError(f"no run with id {run_id}")
+    if item is not None:
+        if not isinstance(item, dict):
+            raise UserError("item: expected a mapping (the edited trigger item)")
+        with store.write_tx():
+            return Run.create(flow=run.flow_id, item=item, replay_of=run.id)
     if run.status != Run.FAILED:
         raise UserError(f"run {run_id} is {run.status}; only failed runs can be replayed")
     with store.write_tx():

@@ -61,9 +61,15 @@ class BranchSpec(Schema):
                         validate=validate.Length(min=1, error="expected at least one step"))
 
 
+class OnFailureSpec(Schema):
+    pause_after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=1000))
+    error_flow = fields.String(load_default=None, validate=NAME)
+
+
 class FlowSpec(Schema):
     name = fields.String(required=True, validate=NAME)
     description = fields.String(load_default="")
+    on_failure = fields.Nested(OnFailureSpec, load_default=dict)
     enabled = fields.Boolean(load_default=None)
     trigger = fields.Nested(TriggerSpec, required=True)
     steps = fields.List(fields.Nested(StepSpec), required=True,
@@ -271,6 +277,10 @@ def save(host: Host, data: dict) -> Flow:
                                flow.trigger_inputs != trig["inputs"]):
             raise FlowError("switch the flow off before changing its trigger", "trigger")
         flow.description = spec["description"]
+        flow.pause_after = spec["on_failure"].get("pause_after", 0)
+        flow.error_flow = spec["on_failure"].get("error_flow")
+        if flow.error_flow == spec["name"]:
+            raise FlowError("a flow cannot be its own error flow", "on_failure.error_flow")
         flow.trigger_key = trig["key"]
         flow.trigger_connection = conn(trig["connection"])
         flow.trigger_inputs = trig["inputs"]
@@ -343,8 +353,18 @@ def export(flow: Flow) -> dict:
     data = {"name": flow.name}
     if flow.description:
         data["description"] = flow.description
+    on_failure = {k: v for k, v in (("pause_after", flow.pause_after),
+                                    ("error_flow", flow.error_flow)) if v}
+    if on_failure:
+        data["on_failure"] = on_failure
     data.update(trigger=trigger, steps=steps)
     return data
+
+
+def resume(flow: Flow) -> Flow:
+    """Lift a pause: the runs it held are executed, the failure streak starts again."""
+    Flow.update(paused_reason=None, failure_streak=0).where(Flow.id == flow.id).execute()
+    return Flow.get_by_id(flow.id)
 
 
 def _export_steps(nodes: list[StepNode]) -> list[dict]:

@@ -260,6 +260,13 @@ class ServiceWebhookTrigger(WebhookTrigger):
         verify_subscription(subscription, request.headers, request.body)
 
 
+class EventTrigger(Trigger):
+    """Items the host itself produces (e.g. a failed run, for an error flow); nothing to poll
+    or subscribe. The host pushes items with :func:`connector.intake.ingest`."""
+
+    kind = "event"
+
+
 class ScheduleTrigger(Trigger):
     """Fire on a schedule; each firing's scheduled time is its dedupe key.
 

@@ -82,6 +82,10 @@ class Flow(BaseModel):
     poll_interval = IntegerField(default=60)
     enabled = BooleanField(default=False, index=True)
     enabled_at = DateTimeField(null=True)
+    pause_after = IntegerField(default=0)  # consecutive failed runs that pause it; 0: never
+    failure_streak = IntegerField(default=0)
+    paused_reason = TextField(null=True)  # set: runs are queued but not executed
+    error_flow = CharField(null=True)  # the flow told about each failed run
     webhook_token = CharField(unique=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
@@ -147,6 +151,7 @@ class Run(BaseModel):
     status = CharField(default=QUEUED, index=True)
     item = JSONField()
     dedupe_key = CharField(max_length=200, null=True)
+    replay_of = IntegerField(null=True)  # the run this one replays with an edited item
     attempts = IntegerField(default=0)
     error = TextField(null=True)
     failed_step = CharField(null=True)

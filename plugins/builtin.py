@@ -45,6 +45,12 @@ class Looping(App):
     help = "Run nested steps once for each element of a list."
 
 
+class Errors(App):
+    key = "errors"
+    label = "Errors"
+    help = "React to failed runs of other flows, e.g. notify someone."
+
+
 class Delay(App):
     key = "delay"
     label = "Delay"
@@ -53,5 +59,5 @@ class Delay(App):
 
 @hookimpl
 def register_apps(register):
-    for app in (Webhook, Schedule, Http, Formatter, Paths, Looping, Delay):
+    for app in (Webhook, Schedule, Http, Formatter, Paths, Looping, Delay, Errors):
         register(app)

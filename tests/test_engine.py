@@ -391,3 +391,78 @@ def test_a_holder_that_finished_between_the_two_reads_shares_its_result(thost, m
     monkeypatch.setattr(ledger.Run, "get_or_none", holder_finishes_now)
     assert engine.once("s", "k", {"a": 1}, lambda: {"second": 1},
                        run_id=holder + 1) == {"first": 1}
+
+
+# -- failing flows: pause and error flows; replay with an edited item -------------------------
+
+def failing_flow(thost, pause_after=0, error_flow=None, name="f"):
+    data = {"name": name, "trigger": {"key": "t.hook"},
+            "steps": [{"name": "s", "action": "t.scripted", "inputs": {"value": 1}}]}
+    if pause_after or error_flow:
+        data["on_failure"] = {k: v for k, v in (("pause_after", pause_after),
+                                                ("error_flow", error_flow)) if v}
+    return flows.save(thost, data)
+
+
+def test_a_flow_that_keeps_failing_is_paused_and_its_runs_wait(thost):
+    flow = failing_flow(thost, pause_after=2)
+    PLAN["s"] = [FatalAPIError("bad", status=400)] * 2
+    for key in ("a", "b", "c"):
+        queue(thost, flow, key)
+    engine.run_due(thost)
+    flow = flows.get("f")
+    assert flow.failure_streak == 2 and "paused after 2 failed runs" in flow.paused_reason
+    third = Run.get(Run.dedupe_key == "c")
+    assert third.status == Run.QUEUED and engine.due_runs(10) == []  # held, not lost
+    flows.resume(flow)
+    engine.run_due(thost)
+    assert Run.get(Run.dedupe_key == "c").status == Run.SUCCEEDED
+    assert flows.get("f").failure_streak == 0
+
+
+def test_a_success_resets_the_failure_streak(thost):
+    flow = failing_flow(thost, pause_after=2)
+    PLAN["s"] = [FatalAPIError("bad", status=400), None]
+    queue(thost, flow, "a")
+    queue(thost, flow, "b")
+    engine.run_due(thost)
+    flow = flows.get("f")
+    assert flow.failure_streak == 0 and flow.paused_reason is None
+
+
+@pytest.mark.covers("errors.run_failed")
+def test_a_failed_run_starts_the_error_flow_with_its_details(thost):
+    notify = flows.save(thost, {"name": "notify", "trigger": {"key": "errors.run_failed"},
+                                "steps": [{"name": "tell", "action": "t.echo",
+                                           "inputs": {"value": "{{ trigger.error }}"}}]})
+    flows.enable(thost, notify)
+    flow = failing_flow(thost, error_flow="notify")
+    PLAN["s"] = [FatalAPIError("Sub-account not found", status=404)]
+    queue(thost, flow, "a", {"id": "a", "email": "x@y.example"})
+    engine.run_due(thost)
+    engine.run_due(thost)
+    told = Run.get(Run.flow == notify)
+    assert told.item["flow"] == "f" and told.item["failed_step"] == "s"
+    assert told.item["trigger_item"] == {"id": "a", "email": "x@y.example"}
+    assert told.status == Run.SUCCEEDED
+    assert StepRun.get(StepRun.run == told).output["value"] == (
+        "step s: HTTP 404: Sub-account not found")
+
+
+def test_a_flow_cannot_be_its_own_error_flow(thost):
+    with pytest.raises(Exception, match="on_failure.error_flow"):
+        failing_flow(thost, error_flow="f")
+
+
+def test_replay_with_an_edited_item_is_a_new_linked_run(thost):
+    flow = failing_flow(thost)
+    PLAN["s"] = [FatalAPIError("bad email", status=400)]
+    queue(thost, flow, "a", {"id": "a", "email": "typo@"})
+    engine.run_due(thost)
+    failed = Run.get()
+    new = engine.replay(failed.id, item={"id": "a", "email": "fixed@example.com"})
+    assert new.id != failed.id and new.replay_of == failed.id and new.dedupe_key is None
+    engine.run_due(thost)
+    assert Run.get_by_id(new.id).status == Run.SUCCEEDED
+    assert Run.get_by_id(failed.id).status == Run.FAILED  # the original stays as it was
+    assert engine.step_key(Run.get_by_id(new.id), "s") != engine.step_key(failed, "s")

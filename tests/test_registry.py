@@ -349,7 +349,7 @@ def test_every_bundled_trigger_action_and_search_is_complete(entry):
     schema = cls.Inputs()
     assert isinstance(schema, Schema)
     if entry.kind == "trigger":
-        assert cls.kind in ("poll", "webhook", "schedule")
+        assert cls.kind in ("poll", "webhook", "schedule", "event")
         cls().dedupe_key(dict(cls.sample))  # the sample is an item the trigger can key
 
 
