@@ -216,8 +216,33 @@ class IdempotencyRecord(BaseModel):
         indexes = ((("scope", "key"), True),)
 
 
+class ApiKey(BaseModel):
+    """A key for the connector's own REST API: only a digest is stored; shown once."""
+
+    READ, WRITE, ADMIN = "read", "write", "admin"
+    SCOPES = (READ, WRITE, ADMIN)
+
+    name = CharField()
+    prefix = CharField(index=True)  # the first characters, to find the row to check
+    digest = CharField()  # sha256 of the whole key
+    scope = CharField(default=READ)
+    created_at = DateTimeField(default=utcnow)
+    last_used_at = DateTimeField(null=True)
+    revoked_at = DateTimeField(null=True)
+
+
+class User(BaseModel):
+    """Someone who signs in to the web UI with a password (scrypt, salted)."""
+
+    username = CharField(unique=True)
+    password_hash = CharField()
+    scope = CharField(default=ApiKey.ADMIN)
+    created_at = DateTimeField(default=utcnow)
+    last_login_at = DateTimeField(null=True)
+
+
 MODELS = [Meta, Connection, Flow, Step, TriggerState, SeenItem, Run, StepRun, StepAttempt,
-          IdempotencyRecord]
+          IdempotencyRecord, ApiKey, User]
 
 
 def init_db(url: str):
