@@ -79,17 +79,13 @@ def main(verbose: int) -> None:
 @main.command()
 @click.option("--host", "address", default=None, help="Address to bind (CONNECTOR_HOST).")
 @click.option("--port", type=int, default=None, help="Port to bind (CONNECTOR_PORT, 8080).")
-@click.option("--plugins-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, envvar="CONNECTOR_PLUGINS_DIR",
-              help="Also load every *.py in this directory as a plugin (named dir:<stem>).")
 @click.pass_context
-def serve(ctx, address, port, plugins_dir):
+def serve(ctx, address, port):
     """Receive webhooks, run polls and execute runs until interrupted."""
-    from .cli_dev import host_for
     from .runtime import Runtime
 
     logging.getLogger("connector").setLevel(min(logging.getLogger().level, logging.INFO))
-    host = host_for(ctx, plugins_dir)
+    host = _host(ctx)
     runtime = Runtime(host)
 
     def terminate(_signum, _frame):  # stop as cleanly on SIGTERM as on Ctrl-C
@@ -519,13 +515,9 @@ def runs_replay(ctx, run_ids, flow_name, force_key, item_file, sets):
         click.echo(f"run {run_id} queued again")
 
 
-# -- the plugin developer's kit (connector/cli_dev.py) -------------------------------------------
+from .cli_db import db  # noqa: E402  (commands kept in their own modules)
 
-from .cli_dev import invoke, plugin_group, plugins as plugins_group  # noqa: E402
-
-main.add_command(plugins_group)  # `plugins` becomes a group: the listing above, plus `check`
-main.add_command(invoke)
-main.add_command(plugin_group)
+main.add_command(db)
 
 
 if __name__ == "__main__":

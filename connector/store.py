@@ -22,7 +22,6 @@ from playhouse.db_url import connect
 from .errors import ConfigurationError
 
 db = DatabaseProxy()
-SCHEMA_VERSION = 1
 MAX_KEY_LENGTH = 190
 
 
@@ -245,8 +244,12 @@ MODELS = [Meta, Connection, Flow, Step, TriggerState, SeenItem, Run, StepRun, St
           IdempotencyRecord, ApiKey, User]
 
 
-def init_db(url: str):
-    """Bind the proxy to the database at ``url`` and create missing tables."""
+def init_db(url: str, upgrade: bool | None = None):
+    """Bind the proxy to the database at ``url``; create a new one, or check its schema.
+
+    An older schema is upgraded in place when ``upgrade`` is true (the default for the
+    embedded SQLite database); otherwise the error says to run ``connector db upgrade``.
+    """
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if not path:
@@ -262,11 +265,21 @@ def init_db(url: str):
             raise ConfigurationError(
                 f"CONNECTOR_DATABASE_URL ({redact(url)}) cannot be used: {exc}") from None
     db.initialize(database)
+    from . import migrations
+
+    if upgrade is None:
+        upgrade = url.startswith("sqlite")
     try:
         with db.connection_context():
-            db.create_tables(MODELS, safe=True)
-            Meta.insert(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_ignore(
-            ).execute()
+            version = migrations.version_of(database)
+            if version is None or (upgrade and version != migrations.SCHEMA_VERSION):
+                migrations.upgrade(database)
+            elif version < migrations.SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"the database has schema version {version} and this connector needs "
+                    f"{migrations.SCHEMA_VERSION}: run  connector db upgrade")
+            elif version > migrations.SCHEMA_VERSION:
+                migrations.upgrade(database)  # raises, saying to upgrade the connector
     except (ImproperlyConfigured, PeeweeException, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigurationError(
