@@ -21,3 +21,21 @@ def db_upgrade():
     with database.connection_context():
         version = migrations.version_of(database)
     click.echo(f"database schema is at version {version}")
+
+
+@db.command("prune")
+def db_prune():
+    """Delete run history past CONNECTOR_KEEP_RUNS_DAYS / _PER_FLOW and expired dedupe keys.
+
+    Never the idempotency ledger, keys kept forever (credit grants) or unfinished runs;
+    `connector serve` does this every hour.
+    """
+    from .host import Host
+    from .retention import prune
+
+    host = Host(Settings.from_env())
+    try:
+        removed = prune(host.settings)
+    finally:
+        host.close()
+    click.echo(f"removed {removed['runs']} runs and {removed['seen_keys']} expired dedupe keys")

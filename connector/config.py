@@ -48,6 +48,8 @@ class Settings:
     backoff_cap: float = 300.0
     retry_after_cap: float = 3600.0
     dispatch_interval: float = 1.0
+    keep_runs_days: int = 30
+    keep_runs_per_flow: int = 10_000
     load_plugins: list[str] | None = None
     block_plugins: list[str] = field(default_factory=list)
 
@@ -65,6 +67,8 @@ class Settings:
             workers=_int(env, "CONNECTOR_WORKERS", 4),
             lease_seconds=_int(env, "CONNECTOR_LEASE_SECONDS", 300),
             max_attempts=_int(env, "CONNECTOR_MAX_ATTEMPTS", 5),
+            keep_runs_days=_int(env, "CONNECTOR_KEEP_RUNS_DAYS", 30),
+            keep_runs_per_flow=_int(env, "CONNECTOR_KEEP_RUNS_PER_FLOW", 10_000),
             load_plugins=_list(env, "CONNECTOR_LOAD_PLUGINS"),
             block_plugins=_list(env, "CONNECTOR_BLOCK_PLUGINS") or [],
         )

@@ -38,6 +38,7 @@ class Scheduler:
             self.aps.add_job(self.executor.dispatch, "interval",
                              seconds=self.host.settings.dispatch_interval, id="due-runs")
         self.aps.add_job(self.fire_schedules, "interval", seconds=1, id="schedules")
+        self.aps.add_job(self.prune, "interval", hours=1, id="retention")
         self.aps.start()
         self.sync()
 
@@ -116,6 +117,22 @@ class Scheduler:
         except Exception:
             log.exception("poll of flow %s crashed", flow_id)
             return 0
+        finally:
+            _close_db()
+
+    def prune(self) -> dict:
+        """Prune old run history and expired dedupe keys (connector.retention)."""
+        from .retention import prune
+
+        try:
+            removed = prune(self.host.settings)
+            if any(removed.values()):
+                log.info("retention: removed %(runs)s runs and %(seen_keys)s expired keys",
+                         removed)
+            return removed
+        except Exception:
+            log.exception("retention failed; trying again in an hour")
+            return {}
         finally:
             _close_db()
 
