@@ -137,7 +137,7 @@ class Host:
         return served.value if served else self.settings.webhook_base()
 
     def record_serve_url(self, url: str) -> None:
-        store.Meta.insert(key="serve_url", value=url.rstrip("/")).on_conflict_replace().execute()
+        store.set_meta("serve_url", url.rstrip("/"))
 
     def close(self) -> None:
         if not self.database.is_closed():

@@ -66,12 +66,12 @@ def version_of(database) -> int | None:
 
 def upgrade(database) -> tuple[int | None, int]:
     """Run every step from the database's version to SCHEMA_VERSION; return (from, to)."""
-    from .store import MODELS, Meta, db
+    from .store import MODELS, db, set_meta
 
     start = version_of(database)
     if start is None:
         db.create_tables(MODELS, safe=True)
-        Meta.replace(key="schema_version", value=str(SCHEMA_VERSION)).execute()
+        set_meta("schema_version", str(SCHEMA_VERSION))
         return None, SCHEMA_VERSION
     if start > SCHEMA_VERSION:
         raise ConfigurationError(

@@ -292,6 +292,12 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
+def set_meta(key: str, value: str) -> None:
+    """Insert or update one fact in the meta table (an upsert both databases speak)."""
+    Meta.insert(key=key, value=value).on_conflict(
+        conflict_target=[Meta.key], update={Meta.value: value}).execute()
+
+
 def write_tx():
     """Return a transaction that takes the write lock up front on SQLite.
 
