@@ -24,27 +24,61 @@ log = logging.getLogger("connector.scheduler")
 class Scheduler:
     """Own the APScheduler instance; ``executor`` receives work as soon as a poll queues it."""
 
-    def __init__(self, host: Host, executor: Executor | None = None, sync_interval: float = 5.0):
+    def __init__(self, host: Host, executor: Executor | None = None, sync_interval: float = 5.0,
+                 leader_interval: float = 3.0):
         self.host = host
         self.executor = executor
         self.sync_interval = sync_interval
+        self.leader_interval = leader_interval
+        self.leader = None
         self.aps = BackgroundScheduler(timezone="UTC", job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 60})
         self._intervals: dict[int, int] = {}
 
-    def start(self) -> None:
-        self.aps.add_job(self.sync, "interval", seconds=self.sync_interval, id="sync")
+    def start(self, lead: bool = True) -> None:
+        """Start the jobs; with ``lead`` this process competes to run polls and schedules.
+
+        Every process runs the due-runs job; only the leader (connector.leader) runs polls,
+        schedules and retention, and a follower takes over when the leader dies.
+        """
         if self.executor is not None:
             self.aps.add_job(self.executor.dispatch, "interval",
                              seconds=self.host.settings.dispatch_interval, id="due-runs")
-        self.aps.add_job(self.fire_schedules, "interval", seconds=1, id="schedules")
-        self.aps.add_job(self.prune, "interval", hours=1, id="retention")
+        if lead:
+            from .leader import LeaderLock
+
+            self.leader = LeaderLock(self.host.settings)
+            self.aps.add_job(self.campaign, "interval", seconds=self.leader_interval,
+                             id="leadership")
         self.aps.start()
-        self.sync()
+        if lead:
+            self.campaign()
+
+    def campaign(self) -> bool:
+        """Try to lead; the first time this process leads, start the leader's jobs."""
+        held = self.leader.try_acquire()
+        if held and self.aps.get_job("sync") is None:
+            self.aps.add_job(self.sync, "interval", seconds=self.sync_interval, id="sync")
+            self.aps.add_job(self.fire_schedules, "interval", seconds=1, id="schedules")
+            self.aps.add_job(self.prune, "interval", hours=1, id="retention")
+            self.sync()
+        elif not held and self.aps.get_job("sync") is not None:
+            for job_id in ["sync", "schedules", "retention",
+                           *[f"poll:{flow_id}" for flow_id in self._intervals]]:
+                if self.aps.get_job(job_id) is not None:
+                    self.aps.remove_job(job_id)
+            self._intervals.clear()
+        return held
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader is not None and self.leader.held
 
     def stop(self) -> None:
         if self.aps.running:
             self.aps.shutdown(wait=True)
+        if self.leader is not None:
+            self.leader.release()
 
     def poll_flows(self) -> list[Flow]:
         """Return the enabled flows whose trigger polls."""
