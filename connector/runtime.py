@@ -28,13 +28,25 @@ class _AccessLog(WSGIRequestHandler):
         access_log.debug('%s "%s" %s', self.address_string(), self.requestline, code)
 
 
-class Runtime:
-    """Own the server thread, the executor and the scheduler for one Host."""
+ROLES = ("all", "web", "scheduler")
 
-    def __init__(self, host: Host, scheduler: bool = True):
+
+class Runtime:
+    """Own the server thread, the executor and the scheduler for one Host.
+
+    ``role`` splits the product across processes: ``web`` receives webhooks and executes
+    runs, ``scheduler`` competes for leadership (polls, schedules, retention) and executes
+    runs without serving HTTP, ``all`` (the embedded default) does everything.
+    """
+
+    def __init__(self, host: Host, scheduler: bool = True, role: str = "all"):
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
         self.host = host
+        self.role = role
         self.executor = Executor(host)
-        self.scheduler = Scheduler(host, self.executor) if scheduler else None
+        self.scheduler = (Scheduler(host, self.executor)
+                          if scheduler and role != "web" else None)
         self.app = create_app(host, on_queued=self.executor.wake)
         self._server = None
         self._thread: threading.Thread | None = None
@@ -73,6 +85,14 @@ class Runtime:
 
     def serve_forever(self, address: str | None = None, port: int | None = None) -> None:
         """Serve in the foreground until interrupted, then stop cleanly."""
+        if self.role == "scheduler":  # no HTTP: lead (or wait to), execute, until stopped
+            self._start_workers()
+            log.info("connector scheduler running (no HTTP); Ctrl-C to stop")
+            try:
+                threading.Event().wait()
+            finally:
+                self.stop()
+            return
         url = self.bind(address, port)
         self._start_workers()
         log.info("connector serving on %s (webhooks at %s/hooks/...; Ctrl-C to stop)", url,
