@@ -15,8 +15,9 @@ from .registry import Catalog, describe_schema
 HEADER = """# Catalog
 
 Every app, trigger, action and search the bundled plugins register, generated from the
-registry by `connector plugins --markdown > docs/catalog.md` (a test fails when this file
-and the registry disagree; edit the plugins, not this file). Inputs come from each class's
+registry by `python -m connector.catalog_doc > docs/catalog.md` (a test fails when this file
+and the registry disagree; edit the plugins, not this file; `connector plugins --markdown`
+prints the same page for whatever is installed). Inputs come from each class's
 marshmallow schema. Where a service's document is vague, the plugin module's docstring
 records the decision taken, and it is quoted under each app. The offline emulators of the
 services are described in [sandbox.md](sandbox.md); how calls are retried and kept
@@ -99,3 +100,18 @@ def render_markdown(catalog: Catalog) -> str:
                         lines += [f"From `{module}`:", "", doc, ""]
                 lines += _component(item, label)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def bundled_markdown() -> str:
+    """Return the catalog page of the bundled plugins only (what docs/catalog.md holds)."""
+    from importlib import metadata
+
+    from .registry import build_catalog, make_manager
+
+    bundled = [ep.name for ep in metadata.entry_points(group="connector")
+               if ep.value.startswith("connector.")]
+    return render_markdown(build_catalog(make_manager(load=bundled)))
+
+
+if __name__ == "__main__":  # python -m connector.catalog_doc > docs/catalog.md
+    print(bundled_markdown(), end="")

@@ -79,14 +79,21 @@ def main(verbose: int) -> None:
 @main.command()
 @click.option("--host", "address", default=None, help="Address to bind (CONNECTOR_HOST).")
 @click.option("--port", type=int, default=None, help="Port to bind (CONNECTOR_PORT, 8080).")
+@click.option("--plugins-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, envvar="CONNECTOR_PLUGINS_DIR",
+              help="Also load every *.py in this directory as a plugin (named dir:<stem>).")
+@click.option("--role", type=click.Choice(["all", "web", "scheduler"]), default="all",
+              show_default=True, help="web: receive and execute, never poll; scheduler: lead "
+                                      "polls and schedules and execute, no HTTP.")
 @click.pass_context
-def serve(ctx, address, port):
+def serve(ctx, address, port, plugins_dir, role):
     """Receive webhooks, run polls and execute runs until interrupted."""
+    from .cli_dev import host_for
     from .runtime import Runtime
 
     logging.getLogger("connector").setLevel(min(logging.getLogger().level, logging.INFO))
-    host = _host(ctx)
-    runtime = Runtime(host)
+    host = host_for(ctx, plugins_dir)
+    runtime = Runtime(host, role=role)
 
     def terminate(_signum, _frame):  # stop as cleanly on SIGTERM as on Ctrl-C
         raise KeyboardInterrupt
@@ -141,33 +148,6 @@ def keygen():
     from .crypto import new_key
 
     click.echo(new_key())
-
-
-# -- plugins ------------------------------------------------------------------------------------
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
-@click.option("--markdown", is_flag=True, help="Print the catalog page (docs/catalog.md).")
-def plugins(as_json, markdown):
-    """List the loaded apps, triggers, actions and searches, and who registered each."""
-    from .registry import build_catalog, make_manager
-
-    settings = Settings.from_env()
-    catalog = build_catalog(make_manager(settings.load_plugins, settings.block_plugins))
-    if markdown:
-        from .catalog_doc import render_markdown
-
-        click.echo(render_markdown(catalog), nl=False)
-        return
-    rows = catalog.describe()
-    if as_json:
-        _echo_json(rows)
-        return
-    width = max((len(row["key"]) for row in rows), default=0)
-    for row in rows:
-        extra = f" ({row['type']})" if row.get("type") else ""
-        click.echo(f"{row['kind']:<8} {row['key']:<{width}} {row['label']}{extra}  "
-                   f"[plugin {row['plugin']}]")
 
 
 # -- connections --------------------------------------------------------------------------------
@@ -513,6 +493,15 @@ def runs_replay(ctx, run_ids, flow_name, force_key, item_file, sets):
     for run_id in ids:
         engine.replay(run_id, force_key=force_key)
         click.echo(f"run {run_id} queued again")
+
+
+# -- the plugin developer's kit (connector/cli_dev.py) -------------------------------------------
+
+from .cli_dev import invoke, plugin_group, plugins as plugins_group  # noqa: E402
+
+main.add_command(plugins_group)  # `plugins`: the listing (--json, --markdown) and `check`
+main.add_command(invoke)
+main.add_command(plugin_group)
 
 
 from .cli_db import db  # noqa: E402  (commands kept in their own modules)

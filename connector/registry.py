@@ -2,12 +2,17 @@
 
 Everything, bundled plugins included, loads from the ``connector`` entry point group; nothing
 loads at import time. CONNECTOR_LOAD_PLUGINS (an allow-list of entry point names) and
-CONNECTOR_BLOCK_PLUGINS (a block-list) choose what loads.
+CONNECTOR_BLOCK_PLUGINS (a block-list) choose what loads. A plugins directory (`connector
+serve --plugins-dir DIR`) adds one plugin per ``*.py`` file in it, named ``dir:<file stem>``,
+after the entry points; the block-list applies to those names too.
 """
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 
 import pluggy
 from marshmallow import Schema
@@ -20,8 +25,10 @@ GROUP = "connector"
 
 
 def make_manager(load: list[str] | None = None, block: list[str] | None = None,
-                 extra: list[object] | None = None) -> pluggy.PluginManager:
-    """Return a plugin manager holding the entry-point plugins (filtered) and ``extra`` ones."""
+                 extra: list[object] | None = None,
+                 plugins_dir: str | Path | None = None) -> pluggy.PluginManager:
+    """Return a plugin manager holding the entry-point plugins (filtered), the modules of
+    ``plugins_dir`` and ``extra`` ones."""
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
     for name in block or []:
@@ -36,6 +43,10 @@ def make_manager(load: list[str] | None = None, block: list[str] | None = None,
         except Exception as exc:  # a broken third-party package must be named, not crash us
             raise PluginError(f"plugin {ep.name} ({ep.value}) failed to import: {exc}") from exc
         pm.register(plugin, name=ep.name)
+    if plugins_dir is not None:
+        for name, path in directory_plugins(plugins_dir):
+            if not pm.is_blocked(name):
+                pm.register(load_file_plugin(name, path), name=name)
     for plugin in extra or []:
         pm.register(plugin)
     try:
@@ -45,6 +56,29 @@ def make_manager(load: list[str] | None = None, block: list[str] | None = None,
         raise PluginError(f"plugin {name}: {exc} (the hooks are listed in "
                           "connector/hookspecs.py)") from exc
     return pm
+
+
+def directory_plugins(directory: str | Path) -> list[tuple[str, Path]]:
+    """Return ``(dir:<stem>, path)`` for every ``*.py`` file in ``directory``, by name."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise PluginError(f"plugins directory {directory} does not exist or is not a directory")
+    return [(f"dir:{path.stem}", path) for path in sorted(root.glob("*.py")) if path.is_file()]
+
+
+def load_file_plugin(name: str, path: Path):
+    """Import one plugin file as a fresh module; PluginError names the file on any failure."""
+    module_name = "connector_dir_" + "".join(c if c.isalnum() else "_" for c in path.stem)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and the catalog page look modules up here
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # a syntax error or a missing import is the author's to fix
+        sys.modules.pop(module_name, None)
+        reason = " ".join(f"{exc.__class__.__name__}: {exc}".split())
+        raise PluginError(f"plugin {name} ({path}) failed to import: {reason}") from exc
+    return module
 
 
 @dataclass
