@@ -51,6 +51,7 @@ class Settings:
     keep_runs_days: int = 30
     keep_runs_per_flow: int = 10_000
     load_plugins: list[str] | None = None
+    plugins_dir: str | None = None
     block_plugins: list[str] = field(default_factory=list)
 
     @classmethod
@@ -70,6 +71,7 @@ class Settings:
             keep_runs_days=_int(env, "CONNECTOR_KEEP_RUNS_DAYS", 30),
             keep_runs_per_flow=_int(env, "CONNECTOR_KEEP_RUNS_PER_FLOW", 10_000),
             load_plugins=_list(env, "CONNECTOR_LOAD_PLUGINS"),
+            plugins_dir=env.get("CONNECTOR_PLUGINS_DIR") or None,
             block_plugins=_list(env, "CONNECTOR_BLOCK_PLUGINS") or [],
         )
         return replace(settings, **overrides) if overrides else settings

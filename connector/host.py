@@ -48,7 +48,7 @@ class Host:
         self.settings = settings or Settings.from_env()
         if catalog is None:
             self.pm = make_manager(self.settings.load_plugins, self.settings.block_plugins,
-                                   extra_plugins)
+                                   extra_plugins, plugins_dir=self.settings.plugins_dir)
             catalog = build_catalog(self.pm)
         self.catalog = catalog
         self.box = load_box(self.settings)  # a missing key is reported before connecting

@@ -969,3 +969,31 @@ def test_docs_show_every_kit_command():
                    "python -m build", "twine upload", "fake_service", "connector_clock",
                    "invoke_trigger", "invoke_action", "connector_host"):
         assert needle in docs, f"docs/plugins.md does not mention {needle}"
+
+
+def test_plugins_dir_from_the_environment_reaches_every_command(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from connector.cli import main
+    from connector.crypto import new_key
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "shout.py").write_text(
+        "from marshmallow import Schema, fields\n"
+        "from connector import Action, App, hookimpl\n\n"
+        "class Shout(App):\n    key = 'shout'\n    label = 'Shout'\n\n"
+        "class Inputs(Schema):\n    text = fields.String(required=True)\n\n"
+        "class Upper(Action):\n    key = 'shout.upper'\n    app = 'shout'\n"
+        "    label = 'Upper'\n    needs_connection = False\n    Inputs = Inputs\n"
+        "    def run(self, ctx, inputs):\n        return {'text': inputs['text'].upper()}\n\n"
+        "@hookimpl\ndef register_apps(register):\n    register(Shout)\n\n"
+        "@hookimpl\ndef register_actions(register):\n    register(Upper)\n")
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("name: shouty\ntrigger: {key: webhook.catch}\n"
+                    "steps:\n  - {action: shout.upper, inputs: {text: hi}}\n")
+    monkeypatch.setenv("CONNECTOR_DATABASE_URL", f"sqlite:///{tmp_path / 'c.db'}")
+    monkeypatch.setenv("CONNECTOR_SECRET_KEY", new_key())
+    monkeypatch.setenv("CONNECTOR_PLUGINS_DIR", str(plugins))
+    result = CliRunner().invoke(main, ["flows", "add", str(flow)])
+    assert result.exit_code == 0 and "flow shouty saved" in result.output, result.output
