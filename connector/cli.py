@@ -505,8 +505,10 @@ main.add_command(plugin_group)
 
 
 from .cli_db import db  # noqa: E402  (commands kept in their own modules)
+from .cli_keys import keys  # noqa: E402
 
 main.add_command(db)
+main.add_command(keys)
 
 
 if __name__ == "__main__":

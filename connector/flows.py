@@ -80,11 +80,15 @@ def load_file(path: str | Path) -> dict:
     """Read a flow file; raise UserError naming the file and the line for bad YAML."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to read") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -102,8 +106,10 @@ def _messages(err: ValidationError, prefix: str = "") -> str:
             return
         if isinstance(messages, dict):
             for key, value in messages.items():
-                sub = f"{path}[{key}]" if isinstance(key, int) else (
-                    f"{path}.{key}" if path else str(key))
+                if isinstance(key, int) or key == "":
+                    sub = f"{path}[{key!r}]" if key == "" else f"{path}[{key}]"
+                else:
+                    sub = f"{path}.{key}" if path else str(key)
                 walk(value, sub)
         elif isinstance(messages, list) and messages and isinstance(messages[0], str):
             first.append(f"{path}: {messages[0]}" if path else messages[0])

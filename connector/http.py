@@ -8,6 +8,8 @@ loses nothing and a POST is never silently repeated.
 from __future__ import annotations
 
 import email.utils
+import logging
+import re
 import time
 from typing import Any, Mapping
 from urllib.parse import urljoin
@@ -50,6 +52,22 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     return None
 
 
+class _NoQueryStrings(logging.Filter):
+    """Cut query strings out of urllib3's request lines: some services take keys there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(re.sub(r"\?\S*", "?…", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
+def _quiet_urllib3() -> None:
+    pool = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(f, _NoQueryStrings) for f in pool.filters):
+        pool.addFilter(_NoQueryStrings())
+
+
 class ApiClient:
     """Call one app with one connection's credentials; return parsed JSON or raise APIError."""
 
@@ -58,6 +76,7 @@ class ApiClient:
         self.app = app
         self.credentials = dict(credentials)
         self.base_url = (base_url or app.base_url).rstrip("/") + "/"
+        _quiet_urllib3()
         self.session = session or requests.Session()
         self.session.headers.setdefault("User-Agent", USER_AGENT)
         self.timeout = timeout or app.timeout

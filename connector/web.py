@@ -56,7 +56,12 @@ def receive(token: str):
                       f"Content-Type {ctype} is not accepted; send application/json")
     req = WebhookRequest(headers=request.headers, body=body, args=request.args.to_dict(),
                          content_type=ctype)
-    reply, intake = receive_webhook(current_app.extensions["connector"], token, req)
+    try:
+        reply, intake = receive_webhook(current_app.extensions["connector"], token, req)
+    except RecursionError:
+        # JSON nested deeper than the parser follows (a few KiB of "[[[["): a bad payload.
+        # Nothing was recorded: the ledger transaction, if it had begun, was rolled back.
+        return _error(400, "INVALID_PAYLOAD", "payload is nested too deeply")
     if intake.created:
         notify = current_app.extensions.get("connector.on_queued")
         if notify:

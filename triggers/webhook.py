@@ -119,7 +119,8 @@ class Catch(WebhookTrigger):
         if mode == "token":
             sent = header(inputs.get("token_header") or "X-Webhook-Token") or request.args.get(
                 "token")
-            if not sent or not hmac.compare_digest(sent, subscription.get("token", "")):
+            if not sent or not hmac.compare_digest(sent.encode(),
+                                                   subscription.get("token", "").encode()):
                 raise SignatureError(f"missing or wrong token (header {inputs['token_header']}"
                                      " or ?token=)")
         elif mode == "basic":
@@ -139,9 +140,11 @@ class Catch(WebhookTrigger):
                               hashlib.sha256).digest()
             expected = (digest.hex() if inputs.get("signature_encoding") == "hex"
                         else base64.b64encode(digest).decode())
-            if not hmac.compare_digest(sent[len(prefix):].strip().lower()
-                                       if inputs.get("signature_encoding") == "hex"
-                                       else sent[len(prefix):].strip(), expected):
+            given = sent[len(prefix):].strip()
+            if inputs.get("signature_encoding") == "hex":
+                given = given.lower()
+            # bytes on both sides: compare_digest refuses non-ASCII text with a TypeError
+            if not hmac.compare_digest(given.encode(), expected.encode()):
                 raise SignatureError(f"header {name} does not match the body")
 
     def parse(self, ctx, request):
