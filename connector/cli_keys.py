@@ -20,7 +20,7 @@ from .errors import ConfigurationError, UserError
 
 @click.group()
 def keys():
-    """Rotate or check the key that encrypts stored credentials."""
+    """API keys for the REST API (create, list, revoke); rotate or check the encryption key."""
 
 
 @keys.command("rotate")

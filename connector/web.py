@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Callable
 
 from flask import Blueprint, Flask, current_app, jsonify, request
+from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import store
+from .api import api, validation_error
 from .host import Host
 from .intake import await_reply, receive_webhook
 from .sdk import WebhookRequest
@@ -86,6 +88,8 @@ def create_app(host: Host, on_queued: Callable[[], None] | None = None,
     app.extensions["connector"] = host
     app.extensions["connector.on_queued"] = on_queued
     app.register_blueprint(hooks)
+    app.register_blueprint(api)  # the REST API under /api/v1
+    app.register_error_handler(ValidationError, validation_error)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
