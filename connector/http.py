@@ -145,8 +145,11 @@ class ApiClient:
         code, message = self.app.error_details(response.status_code, body)
         status = response.status_code
         if status in RETRIABLE_STATUSES:
-            # X-RateLimit-Reset says when a rate window reopens: it only explains a 429/503.
-            headers = response.headers if status in (429, 503) else CaseInsensitiveDict(
+            # X-RateLimit-Reset says when a rate window reopens: it explains a 429, or a 503
+            # that says the window is used up; any other failure just backs off.
+            exhausted = status == 429 or (
+                status == 503 and response.headers.get("X-RateLimit-Remaining") == "0")
+            headers = response.headers if exhausted else CaseInsensitiveDict(
                 {"Retry-After": response.headers.get("Retry-After", "")})
             raise RetriableAPIError(message, status=status, code=code,
                                     retry_after=parse_retry_after(headers),

@@ -23,6 +23,7 @@ from .sdk import (
 from .store import Flow, Run, SeenItem, StepRun, TriggerState, fit_key, utcnow
 
 log = logging.getLogger("connector.intake")
+PRIME_ROUNDS = 1000  # polls of one priming at most (100,000 items at 100 a page)
 
 
 @dataclass
@@ -76,8 +77,18 @@ def ingest(flow: Flow, trigger: Trigger, keyed: list[tuple[str, dict]],
 
 def prime(host: Host, flow: Flow, trigger: PollTrigger, ctx: TriggerContext,
           state: TriggerState) -> Intake:
-    """Record what the service holds now as already seen, firing nothing."""
+    """Record what the service holds now as already seen, firing nothing.
+
+    A poll that says more items wait beyond its budget (``ctx.more``) is repeated, so that
+    everything that exists at switch-on is recorded, however long the list.
+    """
+    ctx.more = False
     items = trigger.poll(ctx)
+    for _ in range(PRIME_ROUNDS):
+        if not ctx.more:
+            break
+        ctx.more = False
+        items += trigger.poll(ctx)
     keyed = _keyed(trigger, items)
     expires = _expires(trigger)
     with store.write_tx():

@@ -139,6 +139,8 @@ class TriggerContext:
     state: dict = field(default_factory=dict)
     #: the subscription kept from an earlier switch-on, for subscribe() to reuse
     previous_subscription: dict = field(default_factory=dict)
+    #: a poll sets this when items wait beyond its budget (priming then polls again)
+    more: bool = False
     log: logging.Logger = logging.getLogger("connector.trigger")
 
 

@@ -106,23 +106,82 @@ class NewContact(PollTrigger):
         if ctx.inputs.get("tag"):
             params["tag"] = ctx.inputs["tag"]
         since = ctx.state.get("newest_created_at") or OLDEST
-        found, newest = [], since
-        fetch = lambda offset: ctx.client.get(f"{API}/contacts",  # noqa: E731
-                                              params={**params, "offset": offset})
-        for contacts in pages(fetch, ctx.inputs.get("max_pages") or 20):
+        since_at = parse_time(since)
+        resume = int(ctx.state.get("resume_offset") or 0)
+        found, newest, reached_old, exhausted, read = [], since, False, False, 0
+        budget = ctx.inputs.get("max_pages") or 20
+        for page_no in range(budget):
+            offset = resume + page_no * PAGE_SIZE
+            items, total = page_items(_get_page(ctx, params, offset))
+            contacts = [c for c in items if isinstance(c, dict) and c.get("id") is not None]
+            read += len(items)
             found.extend(contacts)
-            stamps = [str(c.get("created_at") or "") for c in contacts]
-            newest = max([newest, *[s for s in stamps if s]])
-            newest_first = stamps == sorted(stamps, reverse=True) and all(stamps)
-            if newest_first and stamps and stamps[-1] < since:
-                break  # everything further down is older than what we already saw
-        ctx.state["newest_created_at"] = newest
-        fresh, ctx.state["window"] = recent(found, since, newest, ctx.state.get("window") or {})
+            stamps = [parse_time(c.get("created_at")) for c in contacts]
+            known = [t for t in stamps if t is not None]
+            if known:
+                newest = max([newest, *[c["created_at"] for c, t in zip(contacts, stamps)
+                                        if t is not None and t == max(known)]],
+                             key=lambda s: parse_time(s) or datetime.min.replace(
+                                 tzinfo=timezone.utc))
+            newest_first = bool(known) and len(known) == len(stamps) and known == sorted(
+                known, reverse=True)
+            if len(items) < PAGE_SIZE or (total is not None and offset + PAGE_SIZE >= total):
+                exhausted = True
+                break
+            if newest_first and since_at is not None and known[-1] < since_at:
+                reached_old = True  # everything further down is older than what we saw
+                break
+        if exhausted or reached_old:
+            # Done with this sweep: the cursor moves to the newest contact seen in it.
+            pending = ctx.state.pop("pending_newest", None)
+            ctx.state.pop("resume_offset", None)
+            ctx.state["newest_created_at"] = _later(newest, pending)
+        else:
+            # Stopped at the page cap before reaching what we already saw (a burst, or a
+            # list that is not newest first): keep the cursor, and carry on further down
+            # next time, so the unread rest is never skipped.
+            ctx.state["resume_offset"] = resume + read
+            ctx.state["pending_newest"] = _later(newest, ctx.state.get("pending_newest"))
+            ctx.state["newest_created_at"] = since
+            ctx.more = True
+        fresh, ctx.state["window"] = recent(found, since, ctx.state["newest_created_at"],
+                                            ctx.state.get("window") or {})
         return fresh
 
 
+def _later(a, b):
+    """Return whichever timestamp text is later (by parsed time); None counts as earliest."""
+    if not b:
+        return a
+    if not a:
+        return b
+    pa, pb = parse_time(a), parse_time(b)
+    if pa is None:
+        return b
+    if pb is None:
+        return a
+    return a if pa >= pb else b
+
+
+def _get_page(ctx, params: dict, offset: int):
+    """GET one page, retrying a transient failure twice (a GET is safe to repeat), so one
+    flaky page does not throw away a whole poll's progress."""
+    import time
+
+    from connector import RetriableAPIError
+
+    for attempt in range(3):
+        try:
+            return ctx.client.get(f"{API}/contacts", params={**params, "offset": offset})
+        except RetriableAPIError as exc:
+            if attempt == 2:
+                raise
+            time.sleep(min(exc.retry_after if exc.retry_after is not None else 0.2 * (attempt + 1),
+                           2.0))
+
+
 #: how far before the newest contact already seen a poll still looks (late writes, skew)
-OVERLAP = timedelta(hours=1)
+NEW_CONTACT_OVERLAP = timedelta(hours=1)
 
 
 def _when(text) -> datetime | None:
@@ -138,12 +197,12 @@ def recent(contacts: list[dict], since: str, newest: str,
     """Return (contacts to hand to the ledger, the new window of ids already seen).
 
     The host's ledger drops repeats, but its keys expire (7 days). So the poll itself never
-    returns a contact created before the newest one already seen minus OVERLAP, nor one in
-    the window (ids created within OVERLAP of the newest, remembered in the cursor, which is
+    returns a contact created before the newest one already seen minus NEW_CONTACT_OVERLAP, nor one in
+    the window (ids created within that overlap of the newest, remembered in the cursor, which is
     saved in the same transaction as the runs). The first poll returns everything.
     """
     cutoff = _when(since)
-    cutoff = cutoff - OVERLAP if cutoff else None
+    cutoff = cutoff - NEW_CONTACT_OVERLAP if cutoff else None
     fresh = []
     for contact in contacts:
         created = _when(contact.get("created_at"))
@@ -153,7 +212,7 @@ def recent(contacts: list[dict], since: str, newest: str,
             continue
         fresh.append(contact)
     edge = _when(newest)
-    edge = edge - OVERLAP if edge else None
+    edge = edge - NEW_CONTACT_OVERLAP if edge else None
     kept = dict(window)
     for contact in contacts:
         created = _when(contact.get("created_at"))

@@ -6,6 +6,10 @@ Each service object mounts its own Flask app under its ``prefix`` (``/contacts-a
 (``state()``) and which admin routes it adds to ``/_sandbox``, the unauthenticated admin app
 (state, reset, service-specific controls) for tests and demos. All state lives behind one
 re-entrant lock because the server is threaded.
+
+``sandbox.faults`` (:mod:`.faults`) makes any service fail on purpose at run time (500s,
+429s with Retry-After, slow answers, dropped connections, adversarial list pages); its
+admin routes are ``/_sandbox/faults``. Faults never reach the admin app.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from .aiconnector import AIConnector
 from .common import ApiError, RateLimiter, create_service_app, json_body, raw_body
 from .contacts_api import ContactsApi
 from .delivery import Deliverer, Scheduler
+from .faults import FaultError, Faults
 from .sami_os import SamiOs
 from .samora import Samora
 from .samva import Samva
@@ -50,11 +55,13 @@ class Sandbox:
         self.samva = Samva(self.lock, self.limiter, self.scheduler, self.deliverer)
         self.services = [self.contacts_api, self.samora, self.aiconnector, self.sami_os,
                          self.samva]
+        self.faults = Faults(svc.name for svc in self.services)
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.root_url: str | None = None
         self.reset()
-        mounts = {svc.prefix: svc.create_app() for svc in self.services}
+        mounts = {svc.prefix: self.faults.install(svc.create_app(), svc.name)
+                  for svc in self.services}
         mounts["/_sandbox"] = self._admin_app()
         self.wsgi_app = DispatcherMiddleware(self._root_app(), mounts)
 
@@ -116,8 +123,10 @@ class Sandbox:
         return self.scheduler.wait_idle(timeout)
 
     def reset(self) -> None:
-        """Drop pending background work and return every service to its seed state."""
+        """Drop pending background work, clear every fault plan, and return every service to
+        its seed state."""
         self.scheduler.cancel_all()
+        self.faults.clear()
         with self.lock:
             for svc in self.services:
                 svc.reset(self.seed)
@@ -208,6 +217,32 @@ class Sandbox:
         for svc in self.services:
             svc.register_admin(app)
 
+        @app.get("/faults")
+        def faults_state():
+            return {"faults": self.faults.describe(), "log": self.faults.entries()}
+
+        @app.put("/faults/<service>")
+        def faults_set(service):
+            options = json_body() if raw_body().strip() else {}
+            try:
+                return self.faults.set(service, **options)
+            except KeyError:
+                raise _unknown_service(service) from None
+            except FaultError as exc:
+                raise ApiError(400, "VALIDATION_ERROR", str(exc), {"field": exc.field}) from None
+
+        @app.delete("/faults/<service>")
+        def faults_clear(service):
+            try:
+                cleared = self.faults.clear(service)
+            except KeyError:
+                raise _unknown_service(service) from None
+            return {"service": service.replace("-", "_"), "cleared": bool(cleared)}
+
+        @app.delete("/faults")
+        def faults_clear_all():
+            return {"cleared": self.faults.clear()}
+
         @app.post("/wait-idle")
         def wait_idle():
             timeout = body().get("timeout", 10)
@@ -217,3 +252,8 @@ class Sandbox:
             return {"idle": self.wait_idle(min(float(timeout), 60.0))}
 
         return app
+
+
+def _unknown_service(name: str) -> ApiError:
+    return ApiError(404, "UNKNOWN_SERVICE", f"No sandbox service named {name}.",
+                    {"field": "service"})

@@ -73,6 +73,7 @@ Decisions where the document is vague (kept in step with plugins/contacts_api.py
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import threading
 import uuid
@@ -710,15 +711,22 @@ class ContactsApi:
     def list_contacts(self, org_id: str, limit: int = DEFAULT_LIMIT, offset: int = 0,
                       q: str | None = None, tag: str | None = None,
                       sort: str = "-created_at", member: str | None = None,
-                      groups: list | None = None) -> dict:
-        """Return one page of the org's contacts: filtered, sorted, newest first by default."""
+                      groups: list | None = None, faults: dict | None = None) -> dict:
+        """Return one page of the org's contacts: filtered, sorted, newest first by default.
+
+        ``faults`` (the fault mode's list faults, see faults.py) may reorder the list,
+        repeat items of the previous page and shuffle the page.
+        """
         with self.lock:
             items = [c for c in self._visible(org_id, member)
                      if _text_match(c, q) and (not tag or tag in c["tags"])
                      and matches(c, groups or [])]
             column, descending = SORTS[sort]
             items.sort(key=lambda c: (c[column], c["id"]), reverse=descending)
-            page = [_copy(c) for c in items[offset:offset + limit]]
+            if faults:
+                page = [_copy(c) for c in _faulted_page(items, offset, limit, faults)]
+            else:
+                page = [_copy(c) for c in items[offset:offset + limit]]
             return {"items": page, "total": len(items), "limit": limit, "offset": offset}
 
     def snapshot(self) -> dict:
@@ -887,7 +895,8 @@ class ContactsApi:
             if sort not in SORTS:
                 raise _invalid("sort", f"sort must be one of {', '.join(SORTS)}.")
             return self.list_contacts(g.org_id, limit, offset, request.args.get("q"),
-                                      request.args.get("tag"), sort, g.scope)
+                                      request.args.get("tag"), sort, g.scope,
+                                      faults=g.get("list_faults"))
 
         @app.post(f"{v1}/contacts")
         def create_contact():
@@ -904,7 +913,7 @@ class ContactsApi:
         def search_contacts():
             groups, q, limit, offset = self._search_body()
             return self.list_contacts(g.org_id, limit, offset, q, None, "-created_at",
-                                      g.scope, groups)
+                                      g.scope, groups, faults=g.get("list_faults"))
 
         @app.get(f"{v1}/contacts/views")
         def list_views():
@@ -1085,6 +1094,30 @@ def _optional_text(body: dict, name: str, label: str | None = None) -> str | Non
     if value is not None and not isinstance(value, str):
         raise _invalid(label or name, f"Field {label or name} must be a string.")
     return value.strip() or None if isinstance(value, str) else None
+
+
+def _faulted_page(items: list[dict], offset: int, limit: int, faults: dict) -> list[dict]:
+    """Return one page of ``items`` (sorted as asked) as the fault mode's list faults say.
+
+    ``order`` replaces the sort (oldest first, or a stable hash order unrelated to time);
+    on a hit (probability ``rate``) a page after the first also starts with ``overlap``
+    items of the page before it, and ``shuffle`` mixes the page. Nothing is skipped.
+    """
+    if faults.get("order") == "oldest_first":
+        items = sorted(items, key=lambda c: (c["created_at"], c["id"]))
+    elif faults.get("order") == "random":
+        salt = str(faults.get("seed"))
+        items = sorted(items, key=lambda c: hashlib.sha256(
+            f"{salt}|{c['id']}".encode()).digest())
+    rng = faults["rng"]
+    hit = rng.random() < faults.get("rate", 1.0)
+    start = offset
+    if hit and offset > 0 and faults.get("overlap"):
+        start = max(0, offset - faults["overlap"])
+    page = items[start:offset + limit]
+    if hit and faults.get("shuffle"):
+        rng.shuffle(page)
+    return page
 
 
 def _copy(contact: dict) -> dict:
