@@ -33,7 +33,7 @@ class Main(click.Group):
             click.echo(f"error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
         except click.exceptions.Abort:
-            click.echo("aborted", err=True)
+            click.echo("error: aborted", err=True)
             sys.exit(1)
         if isinstance(result, int) and not isinstance(result, bool):
             sys.exit(result)

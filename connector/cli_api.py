@@ -93,7 +93,11 @@ def _password(stdin: bool, prompt: str = "Password") -> str:
         if not password:
             raise UserError("--password-stdin: no password on standard input")
         return password
-    return click.prompt(prompt, hide_input=True, confirmation_prompt=True)
+    try:
+        return click.prompt(prompt, hide_input=True, confirmation_prompt=True)
+    except click.exceptions.Abort:  # end of input before a password was typed
+        raise UserError("no password given: type it at a terminal, or pipe it with "
+                        "--password-stdin") from None
 
 
 @click.group()
