@@ -10,29 +10,28 @@ import pytest
 from marshmallow import Schema, fields
 
 from connector import (
-    Action, App, FatalAPIError, RetriableAPIError, WebhookTrigger, hookimpl,
+    Action,
+    FatalAPIError,
+    RetriableAPIError,
+    engine,
+    flows,
+    hookimpl,
 )
-from connector import engine, flows
 from connector.errors import IdempotencyConflict, OutcomeUnknown
 from connector.intake import ingest
-from connector.store import IdempotencyRecord, Run, SeenItem, StepAttempt, StepRun, utcnow
+from connector.store import (
+    IdempotencyRecord,
+    Run,
+    SeenItem,
+    StepAttempt,
+    StepRun,
+    utcnow,
+)
+
+from .hooks import Hook, HookApp, HookPlugin  # noqa: F401
 
 CALLS: Counter = Counter()
 PLAN: dict = {}
-
-
-class FakeApp(App):
-    key = "t"
-    label = "Test app"
-
-
-class Hook(WebhookTrigger):
-    key = "t.hook"
-    app = "t"
-    label = "Test hook"
-
-    def verify(self, ctx, request, subscription):
-        return None
 
 
 class EchoInputs(Schema):
@@ -72,7 +71,7 @@ class Scripted(Action):
 class FakePlugin:
     @hookimpl
     def register_apps(self, register):
-        register(FakeApp)
+        register(HookApp)
 
     @hookimpl
     def register_triggers(self, register):

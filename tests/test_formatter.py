@@ -8,12 +8,14 @@ templates feed the formatter exactly as in production.
 from __future__ import annotations
 
 import pytest
+from connector.actions import formatter as fmt
 from marshmallow import ValidationError
 
-from connector import App, FlowError, UserError, WebhookTrigger, engine, flows, hookimpl
-from connector.actions import formatter as fmt
+from connector import FlowError, UserError, engine, flows
 from connector.intake import ingest
 from connector.store import Run
+
+from .hooks import HookPlugin
 
 
 def run(cls, **inputs) -> dict:
@@ -612,30 +614,6 @@ class TestLookup:
 
 
 # -- in a flow -------------------------------------------------------------------------------------
-
-class HookApp(App):
-    key = "t"
-    label = "Test app"
-
-
-class Hook(WebhookTrigger):
-    key = "t.hook"
-    app = "t"
-    label = "Test hook"
-
-    def verify(self, ctx, request, subscription):
-        return None
-
-
-class HookPlugin:
-    @hookimpl
-    def register_apps(self, register):
-        register(HookApp)
-
-    @hookimpl
-    def register_triggers(self, register):
-        register(Hook)
-
 
 @pytest.fixture
 def fhost(make_host):

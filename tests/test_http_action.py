@@ -14,14 +14,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-
-from connector import ActionContext, App, FatalAPIError, RetriableAPIError, WebhookTrigger
-from connector import engine, flows, hookimpl, ssrf
 from connector.actions.http import HttpRequest
+
+from connector import (
+    ActionContext,
+    FatalAPIError,
+    RetriableAPIError,
+    engine,
+    flows,
+    ssrf,
+)
 from connector.errors import ConfigurationError, FlowError, UserError
 from connector.intake import ingest
 from connector.ssrf import AddressNotAllowed, check_url
 from connector.store import IdempotencyRecord, Run, StepAttempt, StepRun, utcnow
+
+from .hooks import HookPlugin
 
 # -- a server that records what it was sent ---------------------------------------------------
 
@@ -574,36 +582,12 @@ def test_a_post_without_a_guard_goes_through_the_ledger(web, web_server):
 
 # -- through flows and the engine -----------------------------------------------------------------
 
-class HookApp(App):
-    key = "hx"
-    label = "HTTP test trigger"
-
-
-class Hook(WebhookTrigger):
-    key = "hx.hook"
-    app = "hx"
-    label = "Test hook"
-
-    def verify(self, ctx, request, subscription):
-        return None
-
-
-class HookPlugin:
-    @hookimpl
-    def register_apps(self, register):
-        register(HookApp)
-
-    @hookimpl
-    def register_triggers(self, register):
-        register(Hook)
-
-
 def save_flow(host, steps, name="http-flow"):
-    return flows.save(host, {"name": name, "trigger": {"key": "hx.hook"}, "steps": steps})
+    return flows.save(host, {"name": name, "trigger": {"key": "t.hook"}, "steps": steps})
 
 
 def queue(host, flow, key="d1", item=None):
-    return ingest(flow, host.catalog.trigger("hx.hook"), [(key, item or {"id": key})])
+    return ingest(flow, host.catalog.trigger("t.hook"), [(key, item or {"id": key})])
 
 
 def crash_after_the_call():
