@@ -11,7 +11,6 @@ import time
 import pytest
 
 from connector.config import Settings
-from connector.crypto import new_key
 from connector.host import Host
 from connector.runtime import Runtime
 
@@ -32,51 +31,33 @@ def isolated_env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
 
+# The project's tests use the kit plugin authors get (connector.testing, loaded through its
+# pytest11 entry point), under the short names the tests were written with.
+
 @pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings.from_env(database_url=f"sqlite:///{tmp_path / 'connector.db'}",
-                             secret_key=new_key(), dispatch_interval=0.1, backoff_base=0.05,
-                             backoff_cap=0.2, port=0)
+def settings(connector_settings) -> Settings:
+    return connector_settings
 
 
 @pytest.fixture
-def make_host(settings):
+def make_host(connector_make_host):
     """Build a Host for this test's database; ``extra_plugins`` registers test plugins."""
-    hosts = []
-
-    def make(extra_plugins=None, **overrides) -> Host:
-        from dataclasses import replace
-
-        host = Host(replace(settings, **overrides) if overrides else settings,
-                    extra_plugins=extra_plugins)
-        hosts.append(host)
-        return host
-
-    yield make
-    for host in hosts:
-        host.close()
+    return connector_make_host
 
 
 @pytest.fixture
-def host(make_host) -> Host:
-    return make_host()
-
-
-@pytest.fixture(scope="session")
-def sandbox_server():
-    from connector.sandbox import Sandbox
-
-    box = Sandbox(call_delay=0.05, delivery_retry_delays=(0.05, 0.1, 0.2))
-    box.start()
-    yield box
-    box.stop()
+def host(connector_host) -> Host:
+    return connector_host
 
 
 @pytest.fixture
-def sandbox(sandbox_server):
-    sandbox_server.reset()
-    yield sandbox_server
-    sandbox_server.wait_idle(5)
+def sandbox_server(connector_sandbox_server):
+    return connector_sandbox_server
+
+
+@pytest.fixture
+def sandbox(connector_sandbox):
+    return connector_sandbox
 
 
 @pytest.fixture
