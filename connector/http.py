@@ -120,8 +120,18 @@ class ApiClient:
             raise RetriableAPIError(f"cannot reach {self.app.label}: {reason}",
                                     maybe_applied=reason not in _NOT_SENT) from None
 
-    def get(self, path: str, **kwargs):
-        return self.request("GET", path, **kwargs)
+    def get(self, path: str, retries: int = 0, **kwargs):
+        """GET ``path``; ``retries`` repeats a transient failure (a GET is safe to repeat)
+        after a short wait, honouring Retry-After up to 2 s, for callers with no engine
+        retry behind them (a poll reading many pages)."""
+        for attempt in range(retries + 1):
+            try:
+                return self.request("GET", path, **kwargs)
+            except RetriableAPIError as exc:
+                if attempt == retries:
+                    raise
+                wait = exc.retry_after if exc.retry_after is not None else 0.2 * (attempt + 1)
+                time.sleep(min(wait, 2.0))
 
     def post(self, path: str, **kwargs):
         return self.request("POST", path, **kwargs)

@@ -140,6 +140,8 @@ class _Status(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    do_GET = do_POST
+
     def log_message(self, *args):
         pass
 
@@ -209,3 +211,24 @@ def test_verbose_logging_never_prints_a_query_string_key(sandbox, tmp_path):
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "aic_test_key" not in done.stdout + done.stderr
+
+
+def test_get_with_retries_repeats_a_transient_failure_only(status_server):
+    status_server.status, status_server.extra_headers = 503, {"Retry-After": "0"}
+    api = ApiClient(Samora(), {"api_key": "k"}, f"http://127.0.0.1:{status_server.server_port}")
+    seen = []
+    real = api.request
+
+    def counting(method, path, **kwargs):
+        seen.append(method)
+        return real(method, path, **kwargs)
+
+    api.request = counting
+    with pytest.raises(RetriableAPIError):
+        api.get("/x", retries=2)
+    assert seen == ["GET"] * 3
+    status_server.status = 404
+    seen.clear()
+    with pytest.raises(FatalAPIError):
+        api.get("/x", retries=2)
+    assert seen == ["GET"]  # a permanent error is not repeated

@@ -255,7 +255,7 @@ class _Pages:
     def __init__(self, pages):
         self.pages, self.offsets = pages, []
 
-    def get(self, path, params=None):
+    def get(self, path, params=None, retries=0):
         self.offsets.append(params["offset"])
         return {"items": self.pages.get(params["offset"], []), "total": 200}
 

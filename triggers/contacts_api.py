@@ -164,20 +164,8 @@ def _later(a, b):
 
 
 def _get_page(ctx, params: dict, offset: int):
-    """GET one page, retrying a transient failure twice (a GET is safe to repeat), so one
-    flaky page does not throw away a whole poll's progress."""
-    import time
-
-    from connector import RetriableAPIError
-
-    for attempt in range(3):
-        try:
-            return ctx.client.get(f"{API}/contacts", params={**params, "offset": offset})
-        except RetriableAPIError as exc:
-            if attempt == 2:
-                raise
-            time.sleep(min(exc.retry_after if exc.retry_after is not None else 0.2 * (attempt + 1),
-                           2.0))
+    """GET one page; a flaky page is retried so it does not throw a whole poll away."""
+    return ctx.client.get(f"{API}/contacts", params={**params, "offset": offset}, retries=2)
 
 
 #: how far before the newest contact already seen a poll still looks (late writes, skew)

@@ -92,7 +92,8 @@ class FeedTrigger(PollTrigger):
         records, number = [], 0
         while len(records) < allowance and number < pages + len(window) // PAGE + 2:
             number += 1
-            answer = ctx.client.get(path, params={**query, "page": number, "limit": PAGE})
+            answer = ctx.client.get(path, params={**query, "page": number, "limit": PAGE},
+                                    retries=2)
             batch = data_of(answer) or []
             records.extend(r for r in batch if self._key(r) not in window)
             more = (answer.get("pagination") or {}).get("has_more") \
