@@ -191,19 +191,11 @@ def _scenario(host: Host, runtime: Runtime, sandbox, root: str, examples: Path,
 
 
 def _list_members(ai_state: dict, list_id: str) -> set:
-    lists = ai_state.get("lists")
-    if isinstance(lists, dict):
-        entry = lists.get(list_id) or {}
-    else:
-        entry = next((item for item in lists or [] if item.get("id") == list_id), {})
-    members = entry.get("members") or entry.get("contact_ids") or entry.get("contactIds") or []
-    return {m if isinstance(m, str) else m.get("id") for m in members}
+    return set(next(item for item in ai_state["lists"] if item["id"] == list_id)["members"])
 
 
 def _balance(ai_state: dict, email: str) -> float:
-    subs = ai_state.get("subaccounts") or ai_state.get("sub_accounts") or []
-    subs = subs.values() if isinstance(subs, dict) else subs
-    for sub in subs:
-        if sub.get("email") == email:
-            return float(sub.get("balance", 0))
+    for sub in ai_state["subaccounts"]:
+        if sub["email"] == email:
+            return float(sub["balance"])
     raise ConnectorError(f"the sandbox has no sub-account {email}")

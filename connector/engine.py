@@ -346,11 +346,11 @@ def _finish_run(run: Run, status: str, error, failed_step, host: Host | None = N
     """End a run, then keep the flow's failure streak, pausing and error flow up to date."""
     Run.update(status=status, error=error, failed_step=failed_step, finished_at=utcnow(),
                lease_until=None).where(Run.id == run.id).execute()
-    flow = Flow.get_by_id(run.flow_id)
-    if status != Run.FAILED:
-        if flow.failure_streak:
-            Flow.update(failure_streak=0).where(Flow.id == flow.id).execute()
+    if status != Run.FAILED:  # the common case: no read, and a write only after failures
+        Flow.update(failure_streak=0).where(
+            (Flow.id == run.flow_id) & (Flow.failure_streak > 0)).execute()
         return
+    flow = Flow.get_by_id(run.flow_id)
     streak = flow.failure_streak + 1
     paused = bool(flow.paused_reason)
     changes = {"failure_streak": streak}
