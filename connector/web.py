@@ -1,7 +1,8 @@
-"""The Flask application: the webhook receiver now, the REST API and UI later (own blueprints).
+"""The Flask application: the webhook receiver, the REST API and the web UI (own blueprints).
 
 ``create_app(host)`` is the factory; one blueprint per concern. Every error answers with the
-envelope the services use: ``{"error": {"code", "message"}}``.
+envelope the services use: ``{"error": {"code", "message"}}``, except on the UI's pages
+(/ui), which answer with an HTML error page.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .api import api, validation_error
 from .host import Host
 from .intake import await_reply, receive_webhook
 from .sdk import WebhookRequest
+from .ui import html_error, is_ui_request, ui
 
 MAX_BODY = 2 * 1024 * 1024  # the services document 2 MiB; nobody needs more for an event
 ACCEPTED_TYPES = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data",
@@ -89,10 +91,13 @@ def create_app(host: Host, on_queued: Callable[[], None] | None = None,
     app.extensions["connector.on_queued"] = on_queued
     app.register_blueprint(hooks)
     app.register_blueprint(api)  # the REST API under /api/v1
+    app.register_blueprint(ui)  # the web UI under /ui (and / redirecting to it)
     app.register_error_handler(ValidationError, validation_error)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        if is_ui_request():
+            return html_error(exc)
         code = {413: "PAYLOAD_TOO_LARGE", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(
             exc.code, "HTTP_ERROR")
         message = ("request body is larger than 2 MiB" if exc.code == 413 else exc.description)
@@ -101,6 +106,8 @@ def create_app(host: Host, on_queued: Callable[[], None] | None = None,
     @app.errorhandler(Exception)
     def crash(exc: Exception):
         app.logger.exception("unhandled error")
+        if is_ui_request():
+            return html_error(exc)
         return _error(500, "INTERNAL", "internal error; the request was not recorded")
 
     @app.teardown_appcontext
