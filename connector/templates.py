@@ -25,6 +25,7 @@ FlowError naming the field:
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import re
 import time
@@ -569,12 +570,11 @@ def _render(value: Any, context: dict, where: str) -> Any:
     try:
         match = _SINGLE.match(value)
         if match:
-            result = _ENV.compile_expression(match.group("expr"), undefined_to_none=False)(
-                **context)
+            result = _expression(match.group("expr"))(**context)
             if isinstance(result, Undefined):
                 str(result)  # StrictUndefined raises, naming the missing attribute
             return _produced(result, output=True)
-        return _produced(_ENV.from_string(value).render(**context), output=True)
+        return _produced(_template(value).render(**context), output=True)
     except TemplateError as exc:
         raise FlowError(f"template error: {exc}", where) from None
     except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError,
@@ -582,6 +582,18 @@ def _render(value: Any, context: dict, where: str) -> Any:
         # A template's own mistake (1/0, 'a' + 1, a range too big, endless recursion):
         # a user error, never a crash of the step.
         raise FlowError(f"template error: {type(exc).__name__}: {exc}", where) from None
+
+
+# A flow renders the same few templates for every run: compile each once. The budget is
+# checked while rendering, not compiling, so a cached template is held to it every time.
+@functools.lru_cache(maxsize=2048)
+def _expression(source: str):
+    return _ENV.compile_expression(source, undefined_to_none=False)
+
+
+@functools.lru_cache(maxsize=2048)
+def _template(source: str):
+    return _ENV.from_string(source)
 
 
 def _strings(value: Any, where: str):
