@@ -507,6 +507,7 @@ main.add_command(plugin_group)
 from .cli_db import db  # noqa: E402  (commands kept in their own modules)
 from .cli_api import keys_create, keys_list, keys_revoke, users  # noqa: E402
 from .cli_keys import keys  # noqa: E402
+from .cli_worker import worker  # noqa: E402  (Celery is imported only when it runs)
 
 keys.add_command(keys_create)
 keys.add_command(keys_list)
@@ -514,6 +515,7 @@ keys.add_command(keys_revoke)
 main.add_command(db)
 main.add_command(keys)
 main.add_command(users)
+main.add_command(worker)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ class Settings:
     backoff_cap: float = 300.0
     retry_after_cap: float = 3600.0
     dispatch_interval: float = 1.0
+    broker_url: str | None = None  # Celery workers execute runs when set (connector.workers)
+    broker_queue: str = "connector"
     keep_runs_days: int = 30
     keep_runs_per_flow: int = 10_000
     load_plugins: list[str] | None = None
@@ -73,6 +75,8 @@ class Settings:
             load_plugins=_list(env, "CONNECTOR_LOAD_PLUGINS"),
             plugins_dir=env.get("CONNECTOR_PLUGINS_DIR") or None,
             block_plugins=_list(env, "CONNECTOR_BLOCK_PLUGINS") or [],
+            broker_url=(env.get("CONNECTOR_BROKER_URL") or "").strip() or None,
+            broker_queue=(env.get("CONNECTOR_BROKER_QUEUE") or "").strip() or "connector",
         )
         return replace(settings, **overrides) if overrides else settings
 

@@ -85,7 +85,8 @@ def run_demo(keep: bool = False, examples: Path | None = None,
         out(f"sandbox: Contacts API, Samora AI and AI Connector on {root}")
         settings = Settings.from_env(database_url=f"sqlite:///{tmp / 'connector.db'}",
                                      secret_key=new_key(), public_url=None, host="127.0.0.1",
-                                     dispatch_interval=0.2, backoff_base=0.5)
+                                     dispatch_interval=0.2, backoff_base=0.5,
+                                     broker_url=None)  # the demo is the embedded default
         host = Host(settings)
         runtime = Runtime(host)
         url = runtime.start(port=0)

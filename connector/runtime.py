@@ -2,7 +2,9 @@
 
 ``connector serve`` blocks in :meth:`Runtime.serve_forever`; the demo and the end-to-end
 tests use :meth:`Runtime.start` (a background thread on an ephemeral port) and
-:meth:`Runtime.stop`.
+:meth:`Runtime.stop`. With a broker (CONNECTOR_BROKER_URL) runs execute in Celery workers
+(``connector worker``) instead of the in-process executor, and the scheduler leader
+publishes them (connector.workers).
 """
 from __future__ import annotations
 
@@ -37,17 +39,37 @@ class Runtime:
     ``role`` splits the product across processes: ``web`` receives webhooks and executes
     runs, ``scheduler`` competes for leadership (polls, schedules, retention) and executes
     runs without serving HTTP, ``all`` (the embedded default) does everything.
+
+    ``broker`` (default: the host's ``settings.broker_url``, from CONNECTOR_BROKER_URL) hands execution to Celery workers:
+    ``executor`` is then a :class:`~connector.workers.Dispatcher` that publishes due runs
+    while this process leads the scheduler, and a ``web`` process only receives.
     """
 
-    def __init__(self, host: Host, scheduler: bool = True, role: str = "all"):
+    def __init__(self, host: Host, scheduler: bool = True, role: str = "all",
+                 broker=None):
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         self.host = host
         self.role = role
-        self.executor = Executor(host)
-        self.scheduler = (Scheduler(host, self.executor)
-                          if scheduler and role != "web" else None)
-        self.app = create_app(host, on_queued=self.executor.wake)
+        if broker is None:
+            from .workers import Broker
+
+            broker = Broker.from_settings(host.settings)
+        self.broker = broker
+        wants_scheduler = scheduler and role != "web"
+        if broker is None:
+            self.executor = Executor(host)
+        else:
+            from .workers import Dispatcher
+
+            # Only the scheduler leader publishes, so two candidates never send a run twice;
+            # a lone process without a scheduler publishes itself.
+            leading = ((lambda: self.scheduler is not None and self.scheduler.is_leader)
+                       if wants_scheduler else None)
+            self.executor = Dispatcher(host, broker, leading=leading)
+        self.scheduler = Scheduler(host, self.executor) if wants_scheduler else None
+        receives_only = broker is not None and role == "web"
+        self.app = create_app(host, on_queued=None if receives_only else self.executor.wake)
         self._server = None
         self._thread: threading.Thread | None = None
 
@@ -79,6 +101,8 @@ class Runtime:
         return url
 
     def _start_workers(self) -> None:
+        if self.broker is not None and self.role == "web":
+            return  # a receiver: the scheduler leader publishes, Celery workers execute
         self.executor.start()
         if self.scheduler is not None:
             self.scheduler.start()
