@@ -18,8 +18,10 @@ from .config import Settings
 
 log = logging.getLogger("connector.leader")
 
-#: the advisory lock's key: a stable number derived from the product's name
-LOCK_KEY = zlib.crc32(b"connector scheduler leader")
+#: the advisory lock's key: a stable number derived from the product's name; the lock
+#: taken is this key with the schema's own hash, since advisory locks are per database and
+#: two deployments (or test sessions) may share one database in different schemas
+LOCK_KEY = zlib.crc32(b"connector scheduler leader") & 0x7FFFFFFF  # an int4
 
 
 class LeaderLock:
@@ -57,7 +59,9 @@ class LeaderLock:
         if self._conn is None:
             self._conn = connect(self.settings.database_url)
             self._conn.connect(reuse_if_open=True)
-        row = self._conn.execute_sql("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+        row = self._conn.execute_sql(
+            "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (LOCK_KEY,)
+        ).fetchone()
         if not row[0]:
             self._close()
         return bool(row[0])

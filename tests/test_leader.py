@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+import uuid
 
 from connector.config import Settings
 from connector.leader import LeaderLock
@@ -54,6 +55,32 @@ def test_on_postgres_the_advisory_lock_moves_when_its_holder_dies(pg_url):  # no
     finally:
         if other.is_alive():
             other.kill()
+
+
+def test_on_postgres_deployments_in_two_schemas_each_have_their_leader(pg_url):  # noqa: F811
+    # Advisory locks are per database: the schema is part of the key, or a second
+    # deployment (or a parallel test session) sharing the database could never lead.
+    import psycopg2
+
+    from .test_postgres import BASE
+
+    other_schema = f"connector_test_{uuid.uuid4().hex[:10]}"
+    con = psycopg2.connect(BASE)
+    con.autocommit = True
+    con.cursor().execute(f'CREATE SCHEMA "{other_schema}"')
+    first = LeaderLock(Settings.from_env({}, database_url=pg_url))
+    same = LeaderLock(Settings.from_env({}, database_url=pg_url))
+    second = LeaderLock(Settings.from_env(
+        {}, database_url=f"{BASE}?options=-csearch_path%3D{other_schema}"))
+    try:
+        assert first.try_acquire() is True
+        assert same.try_acquire() is False  # one leader per schema
+        assert second.try_acquire() is True
+    finally:
+        for lock in (first, same, second):
+            lock.release()
+        con.cursor().execute(f'DROP SCHEMA "{other_schema}" CASCADE')
+        con.close()
 
 
 def test_only_the_leading_scheduler_runs_polls_and_schedules(make_host):
