@@ -122,7 +122,9 @@ class CreateContact(Action):
             found = _lookup(ctx.client, "email", body["email"])
             if found:
                 return found[0]
-        return ctx.client.post("/contacts", json=body)
+        # idempotent: the service answers the existing contact for a known phone, and one
+        # given by email only was looked up first
+        return ctx.client.post("/contacts", json=body, idempotent=True)
 
 
 class FindContact(Search):
@@ -175,7 +177,8 @@ class AddToList(Action):
 
     def run(self, ctx, inputs):
         result = ctx.client.post(f"/lists/{quote(inputs['list_id'], safe='')}/contacts",
-                                 json={"contactId": inputs["contact_id"]})
+                                 json={"contactId": inputs["contact_id"]},
+                                 idempotent=True)  # membership is a set
         out = dict(result) if isinstance(result, dict) else {}
         out.setdefault("listId", inputs["list_id"])
         out.setdefault("contactId", inputs["contact_id"])
@@ -256,7 +259,8 @@ class PushIncomingMessage(Action):
         custom = _given(inputs, ("fromId", "toId", "body", "channel", "status"))
         custom["messageSid"] = inputs.get("messageSid") or f"connector-{ctx.idempotency_key}"
         payload = {"customData": custom, "messageType": inputs["messageType"]}
-        result = ctx.client.post("/incoming_custom_channel_message", json=payload)
+        result = ctx.client.post("/incoming_custom_channel_message", json=payload,
+                                 idempotent=True)  # the service drops a repeated messageSid
         out = dict(result) if isinstance(result, dict) else {}
         out.setdefault("messageSid", custom["messageSid"])
         return out

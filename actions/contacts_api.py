@@ -277,7 +277,7 @@ class UpdateContact(Action):
         path = f"{API}/contacts/{seg(inputs['contact_id'])}"
         if not body:
             return ctx.client.get(path)  # nothing to change: show the contact as it is
-        return ctx.client.patch(path, json=body)
+        return ctx.client.patch(path, json=body, idempotent=True)  # sets the same fields
 
 
 class DeleteInputs(ContactIdInputs):
@@ -357,7 +357,8 @@ class SearchContacts(Search):
                 "offset": inputs["offset"]}
         if inputs.get("q"):
             body["q"] = inputs["q"]
-        return items_of(ctx.client.post(f"{API}/contacts/search", json=body))
+        return items_of(ctx.client.post(f"{API}/contacts/search", json=body,
+                                        idempotent=True))  # a read sent as POST
 
 
 class ImportInputs(Schema):
@@ -609,8 +610,9 @@ class CreateTag(Action):
         body = {"name": inputs["name"].strip()}
         if inputs.get("color"):
             body["color"] = inputs["color"]
-        try:
-            return {**ctx.client.post(f"{API}/tags", json=body), "created": True}
+        try:  # a repeat is answered 409 and finds the existing tag below: safe to resend
+            created = ctx.client.post(f"{API}/tags", json=body, idempotent=True)
+            return {**created, "created": True}
         except FatalAPIError as exc:
             if exc.status != 409:
                 raise
@@ -677,7 +679,7 @@ class AddTags(Action):
 
     def run(self, ctx, inputs):
         return ctx.client.post(f"{API}/contacts/{seg(inputs['contact_id'])}/tags",
-                               json={"tags": inputs["tags"]})
+                               json={"tags": inputs["tags"]}, idempotent=True)  # a set
 
 
 class RemoveTagInputs(ContactIdInputs):
@@ -793,8 +795,9 @@ class CreateCustomField(Action):
 
     def run(self, ctx, inputs):
         body = {k: v for k, v in inputs.items() if v is not None}
-        try:
-            return {**ctx.client.post(f"{API}/custom-fields", json=body), "created": True}
+        try:  # a repeat is answered 409 and finds the existing field below: safe to resend
+            created = ctx.client.post(f"{API}/custom-fields", json=body, idempotent=True)
+            return {**created, "created": True}
         except FatalAPIError as exc:
             if exc.status != 409:
                 raise
@@ -838,7 +841,8 @@ class UpdateCustomField(Action):
         body = {k: inputs[k] for k in ("name", "options", "folder") if inputs.get(k) is not None}
         if not body:
             return field
-        return ctx.client.patch(f"{API}/custom-fields/{seg(field['id'])}", json=body)
+        return ctx.client.patch(f"{API}/custom-fields/{seg(field['id'])}", json=body,
+                                idempotent=True)  # sets the same fields
 
 
 class DeleteFieldInputs(FieldRefInputs):

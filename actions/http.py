@@ -19,9 +19,11 @@
 - **Idempotency.** GET, HEAD, OPTIONS, PUT and DELETE are repeatable and simply sent again
   on a retry. A POST or PATCH is repeated only when guarded: name an `idempotency_header`
   (e.g. `Idempotency-Key`) and the step's stable idempotency key travels in it, for a
-  service that deduplicates on it; without one the call goes through the host's ledger
-  (`ctx.once`), so a retried or replayed step never sends it twice. A POST that timed out
-  mid-answer then fails the run with OutcomeUnknown, for a human to check.
+  service that deduplicates on it; a header of your own named like an idempotency key
+  (`Idempotency-Key`, `X-Idempotency-Key`, ...) guards it the same way. Without either the
+  call goes through the host's ledger (`ctx.once`), so a retried or replayed step never
+  sends it twice. A POST that timed out mid-answer then fails the run with OutcomeUnknown,
+  for a human to check; outside a flow (no ledger) the client raises it at once.
 - **Answers.** The body is read up to `max_response_bytes` (5 MiB by default); a larger
   answer fails the run. A JSON content type (`application/json`, `*+json`) is parsed,
   falling back to text when it does not parse; anything else is text (UTF-8 unless the
@@ -43,7 +45,9 @@ from requests.structures import CaseInsensitiveDict
 from connector import Action, App, FatalAPIError, RetriableAPIError, hookimpl
 from connector import ssrf
 from connector.errors import UserError
-from connector.http import GATEWAY_STATUSES, RETRIABLE_STATUSES, ApiClient, parse_retry_after
+from connector.http import (GATEWAY_STATUSES, RETRIABLE_STATUSES, ApiClient,
+                            carries_idempotency_key, parse_retry_after, repeat_is_safe,
+                            unknown_outcome)
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 REPEATABLE = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -213,6 +217,9 @@ class _Exchange:
         if inputs["idempotency_header"]:
             self.headers[inputs["idempotency_header"]] = ctx.idempotency_key
         self.body = self._body()
+        #: the service deduplicates on a header: sending it again is harmless
+        self.keyed = bool(inputs["idempotency_header"]) or carries_idempotency_key(
+            self.headers)
         if self.client is not None:
             self.secrets += [str(v) for v in getattr(self.client, "credentials", {}).values()
                              if isinstance(v, str) and len(v) >= 4]
@@ -272,6 +279,17 @@ class _Exchange:
 
     # -- sending ---------------------------------------------------------------------------------
     def send(self) -> dict:
+        """Send the request, following redirects if asked; an unguarded POST or PATCH that
+        may have taken effect raises OutcomeUnknown instead of a retriable error."""
+        try:
+            return self._send()
+        except RetriableAPIError as exc:
+            method = self.inputs["method"]
+            if exc.maybe_applied and not repeat_is_safe(method, {}, idempotent=self.keyed):
+                raise unknown_outcome(exc, method, _origin(self.url)[1]) from exc
+            raise
+
+    def _send(self) -> dict:
         method, url, params, body = self.inputs["method"], self.url, self.inputs["query"], self.body
         home = _origin(url)
         for hop in range(MAX_HOPS + 1):
@@ -310,6 +328,7 @@ class _Exchange:
         started = time.monotonic()
         try:
             response = client.raw_request(method, url, params=params or None,
+                                          idempotent=self.keyed,
                                           headers=dict(headers), timeout=self.timeout,
                                           allow_redirects=False, stream=True, **body)
             raw = self._read(response, method, app, started)
@@ -422,7 +441,7 @@ class HttpRequest(Action):
 
     def run(self, ctx, inputs):
         exchange = _Exchange(ctx, inputs)
-        guarded = inputs["method"] not in REPEATABLE and not inputs["idempotency_header"]
+        guarded = inputs["method"] not in REPEATABLE and not exchange.keyed
         if guarded and ctx.once is not None:
             return ctx.once(ctx.idempotency_key, exchange.describe(), exchange.send)
         return exchange.send()

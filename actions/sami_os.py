@@ -277,6 +277,7 @@ class UpdateContact(Action):
         if inputs.get("sms_opt_out") is not None:
             body["sms_opt_out"] = inputs["sms_opt_out"]
         return data_of(ctx.client.patch(f"{API}/contacts/{seg(inputs['contact_id'])}",
+                                        idempotent=True,  # sets the same fields
                                         json=body))
 
 
@@ -384,6 +385,7 @@ class AddTags(Action):
 
     def run(self, ctx, inputs):
         return data_of(ctx.client.post(f"{API}/contacts/{seg(inputs['contact_id'])}/tags",
+                                       idempotent=True,  # tags are a set
                                        json={"tags": inputs["tags"]}))
 
 
@@ -432,8 +434,9 @@ class CreateRelationship(Action):
 
     def run(self, ctx, inputs):
         body = {"related_contact_id": inputs["related_contact_id"], "type": inputs["type"]}
-        return data_of(ctx.client.post(
-            f"{API}/contacts/{seg(inputs['contact_id'])}/relationships", json=body))
+        return data_of(ctx.client.post(  # a repeat answers the existing link
+            f"{API}/contacts/{seg(inputs['contact_id'])}/relationships", json=body,
+            idempotent=True))
 
 
 class ListRelationshipsInputs(Inputs):
@@ -520,7 +523,8 @@ class UpdateDeal(Action):
     def run(self, ctx, inputs):
         body = given(inputs, ("name", "value", "expected_close_date", "property_id",
                               "assigned_to"))
-        return data_of(ctx.client.patch(f"{API}/deals/{seg(inputs['deal_id'])}", json=body))
+        return data_of(ctx.client.patch(f"{API}/deals/{seg(inputs['deal_id'])}", json=body,
+                                        idempotent=True))  # sets the same fields
 
 
 class MoveDealInputs(Inputs):
@@ -541,7 +545,8 @@ class MoveDealToStage(Action):
 
     def run(self, ctx, inputs):
         body = {"stage_id": inputs["stage_id"], "pipeline_id": inputs["pipeline_id"]}
-        return data_of(ctx.client.post(f"{API}/deals/{seg(inputs['deal_id'])}/move", json=body))
+        return data_of(ctx.client.post(f"{API}/deals/{seg(inputs['deal_id'])}/move", json=body,
+                                       idempotent=True))  # to the stage it is in: no change
 
 
 class FindDealInputs(Inputs):
@@ -684,7 +689,8 @@ class CompleteTask(Action):
               "completed_at": "2026-03-11T16:02:00.000000Z"}
 
     def run(self, ctx, inputs):
-        return data_of(ctx.client.post(f"{API}/tasks/{seg(inputs['task_id'])}/complete"))
+        return data_of(ctx.client.post(f"{API}/tasks/{seg(inputs['task_id'])}/complete",
+                                       idempotent=True))  # a completed task stays as it is
 
 
 class CreateNoteInputs(Inputs):
@@ -845,8 +851,8 @@ class AssignLead(Action):
     def run(self, ctx, inputs):
         path = f"{API}/lead-routing/assign"
         body = given(inputs, ("contact_id", "user_id"))
-        if inputs.get("user_id"):
-            return data_of(ctx.client.post(path, json=body))
+        if inputs.get("user_id"):  # to a named agent: the same assignment again
+            return data_of(ctx.client.post(path, json=body, idempotent=True))
         return create(ctx, path, body)
 
 

@@ -569,7 +569,8 @@ class CampaignTransition(Action):
     def run(self, ctx, inputs):
         path = campaign_path(inputs["agent_id"], inputs["campaign_id"])
         try:
-            result = ctx.client.post(f"{path}/{self.verb}", expect_json=False)
+            result = ctx.client.post(f"{path}/{self.verb}", expect_json=False,
+                                     idempotent=True)  # a repeat is the 409 handled below
         except FatalAPIError as exc:
             if exc.status != 409:
                 raise

@@ -24,11 +24,12 @@ from marshmallow import (Schema, ValidationError, fields, post_load, validate,
 
 from connector import Action, Phone, Search, hookimpl
 from connector.fields import to_e164
+from connector.plugins.samva import Samva
 
 CHANNELS = ("sms", "whatsapp", "email")
 MESSAGE_STATUSES = ("queued", "sent", "delivered", "failed")
 SORTS = ("-created_at", "created_at", "-updated_at", "updated_at")
-IDEMPOTENCY_HEADER = "X-Idempotency-Key"
+IDEMPOTENCY_HEADER = Samva.idempotency_header  # a POST carrying it may be sent again
 
 
 def _path_id(value: str) -> str:

@@ -21,7 +21,7 @@ from marshmallow import Schema, ValidationError
 from peewee import fn
 
 from . import api_schemas as s
-from . import auth, engine, flows, store, templates
+from . import auth, engine, flows, store, templates, throttle
 from .errors import (
     APIError, ConfigurationError, ConnectorError, FlowError, IdempotencyConflict, NotFound,
     OutcomeUnknown, PluginError, UserError,
@@ -300,7 +300,11 @@ def _connection(conn: Connection) -> dict:
             if stored.get(key) is None:
                 continue
             shown[key] = MASK if fld.metadata.get("secret") else stored[key]
+    own = None if conn.rate_limit is None else {"requests": conn.rate_limit,
+                                                "per_seconds": conn.rate_window or 60.0}
+    limit = throttle.effective(entry.cls, conn) if entry is not None else None
     return {"name": conn.name, "app": conn.app, "base_url": conn.base_url,
+            "rate_limit": own, "effective_rate_limit": limit and limit._asdict(),
             "credentials": shown, "used_by": _used_by(conn), "created_at": conn.created_at,
             "updated_at": conn.updated_at}
 
@@ -339,6 +343,7 @@ def connections_create():
                        f"/api/v1/connections/{data['name']} replaces it)")
     conn = _host().add_connection(data["name"], data["app"], data["credentials"],
                                   data["base_url"])
+    conn = _set_rate_limit(conn, data["rate_limit"])
     return reply(s.ConnectionSchema, _connection(conn), 201)
 
 
@@ -359,7 +364,13 @@ def connections_replace(name):
         raise _invalid("app", f"connection {name!r} is used by flows for app {conn.app}")
     conn = _host().add_connection(name, app_key, data["credentials"], data["base_url"],
                                   replace=True)
+    conn = _set_rate_limit(conn, data["rate_limit"])
     return reply(s.ConnectionSchema, _connection(conn))
+
+
+def _set_rate_limit(conn: Connection, limit: dict | None) -> Connection:
+    count = None if limit is None else limit["requests"]
+    return throttle.set_override(conn, count, limit["per_seconds"] if count else None)
 
 
 @route("/connections/<name>", "DELETE", "write", "Delete a connection no flow uses",
@@ -449,7 +460,7 @@ def _flow(flow: Flow, counts: dict | None = None, last: dict | None = None) -> d
     return {"name": flow.name, "description": flow.description, "trigger": flow.trigger_key,
             "trigger_kind": kind, "enabled": flow.enabled, "paused_reason": flow.paused_reason,
             "failure_streak": flow.failure_streak, "pause_after": flow.pause_after,
-            "error_flow": flow.error_flow,
+            "error_flow": flow.error_flow, "concurrency": flow.concurrency,
             "webhook_url": flows.webhook_url(_host(), flow) if kind == "webhook" else None,
             "runs": counts, "last_run_at": last_at, "created_at": flow.created_at,
             "updated_at": flow.updated_at}

@@ -150,10 +150,27 @@ _url = validate.URL(schemes={"http", "https"}, require_tld=False,
                     error="expected an http(s) URL")
 
 
+class RateLimitSchema(Schema):
+    requests = fields.Integer(required=True, validate=validate.Range(min=0, max=10_000_000),
+                              metadata={"description": "Requests per window; 0 turns the "
+                                                       "limit off for this connection"})
+    per_seconds = fields.Float(load_default=60.0,
+                               validate=validate.Range(min=0.01, max=86400 * 31),
+                               metadata={"description": "The window, in seconds (default 60)"})
+
+
+_RATE_LIMIT = ("This connection's rate limit, shared by every worker; null (or left out) "
+               "takes the app's documented default")
+
+
 class ConnectionSchema(Schema):
     name = fields.String(required=True)
     app = fields.String(required=True)
     base_url = fields.String(allow_none=True)
+    rate_limit = fields.Nested(RateLimitSchema, allow_none=True,
+                               metadata={"description": _RATE_LIMIT})
+    effective_rate_limit = fields.Nested(RateLimitSchema, allow_none=True, metadata={
+        "description": "The limit its calls obey: its own, else the app's; null for none"})
     credentials = fields.Dict(keys=fields.String(), values=fields.Raw(), metadata={
         "description": "Non-secret credentials as stored; secret ones as ******** (never "
                        "shown again)"})
@@ -168,6 +185,8 @@ class ConnectionCreate(Schema):
     app = fields.String(required=True)
     credentials = fields.Dict(keys=fields.String(), load_default=dict)
     base_url = fields.String(load_default=None, allow_none=True, validate=_url)
+    rate_limit = fields.Nested(RateLimitSchema, load_default=None, allow_none=True,
+                               metadata={"description": _RATE_LIMIT})
 
 
 class ConnectionReplace(Schema):
@@ -175,6 +194,8 @@ class ConnectionReplace(Schema):
                                                      "connection is for"})
     credentials = fields.Dict(keys=fields.String(), load_default=dict)
     base_url = fields.String(load_default=None, allow_none=True, validate=_url)
+    rate_limit = fields.Nested(RateLimitSchema, load_default=None, allow_none=True,
+                               metadata={"description": _RATE_LIMIT})
 
 
 class ConnectionTestResult(Schema):
@@ -213,6 +234,8 @@ class FlowSummary(Schema):
     failure_streak = fields.Integer(required=True)
     pause_after = fields.Integer(required=True)
     error_flow = fields.String(allow_none=True)
+    concurrency = fields.Integer(required=True, metadata={
+        "description": "Runs executing at once across all workers; 0: no limit"})
     webhook_url = fields.String(allow_none=True)
     runs = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True,
                        metadata={"description": "Run counts by status"})

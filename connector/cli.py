@@ -173,9 +173,15 @@ def _fields(pairs) -> dict:
 @click.option("--field", "pairs", multiple=True, help="A credential as NAME=VALUE (repeat).")
 @click.option("--base-url", default=None, help="Override the service's base URL.")
 @click.option("--replace", is_flag=True, help="Overwrite a connection of the same name.")
+@click.option("--rate-limit", default=None, metavar="N/SECONDS",
+              help="Requests allowed per window across all workers, e.g. 100/60, 100/min, "
+                   "5/s; 'off' for none; default: the app's documented limit.")
 @click.pass_context
-def connections_add(ctx, name, app_key, pairs, base_url, replace):
+def connections_add(ctx, name, app_key, pairs, base_url, replace, rate_limit):
     """Store a connection (credentials are encrypted at rest; prompted when missing)."""
+    from . import throttle
+
+    limit = throttle.parse(rate_limit, "--rate-limit") if rate_limit is not None else None
     host = _host(ctx)
     app = host.catalog.app(app_key)
     data = _fields(pairs)
@@ -185,6 +191,8 @@ def connections_add(ctx, name, app_key, pairs, base_url, replace):
             data[key] = click.prompt(fld.metadata.get("label", key),
                                      hide_input=bool(fld.metadata.get("secret")))
     conn = host.add_connection(name, app_key, data, base_url, replace=replace)
+    if limit is not None:
+        conn = throttle.set_override(conn, *limit)
     click.echo(f"connection {conn.name} ({conn.app}) saved")
 
 
@@ -193,16 +201,23 @@ def connections_add(ctx, name, app_key, pairs, base_url, replace):
 @click.pass_context
 def connections_list(ctx, as_json):
     """List connections (never their secrets)."""
+    from . import throttle
     from .store import Connection
 
-    _host(ctx)
-    rows = [{"name": c.name, "app": c.app, "base_url": c.base_url,
-             "created_at": c.created_at.isoformat()} for c in
-            Connection.select().order_by(Connection.name)]
+    host = _host(ctx)
+    rows = []
+    for c in Connection.select().order_by(Connection.name):
+        entry = host.catalog.apps.get(c.app)
+        limit = throttle.effective(entry.cls, c) if entry is not None else None
+        rows.append({"name": c.name, "app": c.app, "base_url": c.base_url,
+                     "rate_limit": limit.describe() if limit else "off",
+                     "rate_limit_source": "app" if c.rate_limit is None else "connection",
+                     "created_at": c.created_at.isoformat()})
     if as_json:
         _echo_json(rows)
     for row in rows if not as_json else []:
-        click.echo(f"{row['name']:<24} {row['app']:<16} {row['base_url'] or '(default URL)'}")
+        click.echo(f"{row['name']:<24} {row['app']:<16} {row['base_url'] or '(default URL)'}"
+                   f"  rate limit {row['rate_limit']}")
 
 
 @connections.command("test")

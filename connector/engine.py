@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from marshmallow import ValidationError
 from peewee import fn
 
-from . import conditions, store, templates
+from . import conditions, store, templates, throttle
 from .errors import APIError, ConnectorError, FatalAPIError, Throttled, UserError
 from .flows import StepNode, step_tree
 from .host import Host, validation_message
@@ -48,29 +48,62 @@ def step_key(run: Run, step_name: str) -> str:
 
 # -- claims -----------------------------------------------------------------------------------
 
+def _due(now):
+    return (((Run.status.in_(Run.DUE)) & (Run.next_attempt_at <= now)) |
+            ((Run.status == Run.RUNNING) & (Run.lease_until < now)))
+
+
 def due_runs(limit: int, exclude: set[int] = frozenset()) -> list[int]:
-    """Return ids of runs that can be claimed now (due, or with an expired lease)."""
+    """Return ids of runs that can be claimed now (due, or with an expired lease).
+
+    A flow with a concurrency limit offers only as many runs as it has free slots, and
+    none while it is at its limit, so its queued runs wait without being claimed in vain.
+    """
     now = utcnow()
-    query = (Run.select(Run.id).join(Flow)
-             .where((((Run.status.in_(Run.DUE)) & (Run.next_attempt_at <= now)) |
-                     ((Run.status == Run.RUNNING) & (Run.lease_until < now))) &
-                    Flow.paused_reason.is_null())  # a paused flow's runs wait, kept
+    query = (Run.select(Run.id, Run.next_attempt_at).join(Flow)
+             .where(_due(now) & Flow.paused_reason.is_null() &  # a paused flow's runs wait
+                    (Flow.concurrency == 0))
              .order_by(Run.next_attempt_at, Run.id).limit(limit + len(exclude)))
-    return [r.id for r in query if r.id not in exclude][:limit]
+    picked = [(r.next_attempt_at, r.id) for r in query if r.id not in exclude]
+    for flow_id, free in throttle.free_slots(now).items():
+        if free <= 0:
+            continue
+        limited = (Run.select(Run.id, Run.next_attempt_at)
+                   .where((Run.flow == flow_id) & _due(now))
+                   .order_by(Run.next_attempt_at, Run.id).limit(free + len(exclude)))
+        picked += [(r.next_attempt_at, r.id) for r in limited if r.id not in exclude][:free]
+    picked.sort()
+    return [run_id for _, run_id in picked[:limit]]
 
 
 def claim(run_id: int, lease_seconds: int) -> dt.datetime | None:
-    """Atomically take ``run_id``; return the lease deadline, or None if someone else has it."""
+    """Atomically take ``run_id``; return the lease deadline, or None if someone else has it
+    (or its flow already runs as many runs as its concurrency allows).
+
+    Without a concurrency limit the claim is one conditional UPDATE. With one, the UPDATE
+    also counts the flow's executing runs, inside a transaction that serializes the flow's
+    claims: BEGIN IMMEDIATE on SQLite, the flow row locked FOR UPDATE on PostgreSQL.
+    """
+    found = (Run.select(Run.flow, Flow.concurrency).join(Flow)
+             .where(Run.id == run_id).tuples().first())
+    if found is None:
+        return None
+    flow_id, limit = found
     now = utcnow()
     lease = now + dt.timedelta(seconds=lease_seconds)
-    rows = (Run.update(status=Run.RUNNING, lease_until=lease, attempts=Run.attempts + 1,
-                       started_at=fn.COALESCE(Run.started_at, now))
-            .where((Run.id == run_id) &
-                   (((Run.status.in_(Run.DUE)) & (Run.next_attempt_at <= now)) |
-                    ((Run.status == Run.RUNNING) & (Run.lease_until < now))) &
-                   Run.flow.not_in(Flow.select(Flow.id).where(
-                       Flow.paused_reason.is_null(False))))
-            .execute())
+    update = (Run.update(status=Run.RUNNING, lease_until=lease, attempts=Run.attempts + 1,
+                         started_at=fn.COALESCE(Run.started_at, now))
+              .where((Run.id == run_id) & _due(now) &
+                     Run.flow.not_in(Flow.select(Flow.id).where(
+                         Flow.paused_reason.is_null(False)))))
+    if not limit:
+        return lease if update.execute() == 1 else None
+    with store.write_tx():
+        locked = Flow.select(Flow.concurrency).where(Flow.id == flow_id)
+        limit = (locked if store.is_sqlite() else locked.for_update()).scalar()
+        if limit:
+            update = update.where(throttle.busy(flow_id, now, other_than=run_id) < limit)
+        rows = update.execute()
     return lease if rows == 1 else None
 
 

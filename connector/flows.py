@@ -24,7 +24,7 @@ import yaml
 from marshmallow import Schema, ValidationError, fields, validate
 
 from . import conditions, store, templates
-from .errors import APIError, FlowError, NotFound, UserError
+from .errors import APIError, FlowError, NotFound, OutcomeUnknown, UserError
 from .host import Host
 from .sdk import PollTrigger, ScheduleTrigger, TriggerContext, WebhookTrigger
 from .store import Connection, Flow, Step, TriggerState, utcnow
@@ -70,6 +70,10 @@ class FlowSpec(Schema):
     name = fields.String(required=True, validate=NAME)
     description = fields.String(load_default="")
     on_failure = fields.Nested(OnFailureSpec, load_default=dict)
+    concurrency = fields.Integer(load_default=0, validate=validate.Range(min=0, max=1000),
+                                 metadata={"description": "Runs of this flow executing at "
+                                           "once, across all workers; 1 runs them strictly "
+                                           "one at a time; 0 (the default) sets no limit"})
     enabled = fields.Boolean(load_default=None)
     trigger = fields.Nested(TriggerSpec, required=True)
     steps = fields.List(fields.Nested(StepSpec), required=True,
@@ -285,6 +289,7 @@ def save(host: Host, data: dict) -> Flow:
         flow.description = spec["description"]
         flow.pause_after = spec["on_failure"].get("pause_after", 0)
         flow.error_flow = spec["on_failure"].get("error_flow")
+        flow.concurrency = spec["concurrency"] or 0
         if flow.error_flow == spec["name"]:
             raise FlowError("a flow cannot be its own error flow", "on_failure.error_flow")
         flow.trigger_key = trig["key"]
@@ -363,6 +368,8 @@ def export(flow: Flow) -> dict:
                                     ("error_flow", flow.error_flow)) if v}
     if on_failure:
         data["on_failure"] = on_failure
+    if flow.concurrency:
+        data["concurrency"] = flow.concurrency
     data.update(trigger=trigger, steps=steps)
     return data
 
@@ -444,7 +451,7 @@ def enable(host: Host, flow: Flow, backfill: bool = False) -> Flow:
             # Count from now: firings missed while the flow was off are not backfilled.
             state.cursor = {**(state.cursor or {}), "last_fire": dt.datetime.now(
                 dt.timezone.utc).isoformat()}
-    except APIError as exc:
+    except (APIError, OutcomeUnknown) as exc:  # OutcomeUnknown: a lost answer to subscribe
         raise UserError(f"flow {flow.name}: cannot switch on: {exc}") from None
     finally:
         if ctx.client:

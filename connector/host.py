@@ -96,7 +96,8 @@ class Host:
         """Return an API client for ``conn`` (None for actions that need no connection)."""
         if conn is None:
             return None
-        return ApiClient(self.catalog.app(conn.app), self.credentials(conn), conn.base_url)
+        return ApiClient(self.catalog.app(conn.app), self.credentials(conn), conn.base_url,
+                         connection=conn)
 
     def test_connection(self, name: str) -> dict:
         """Run the app's credential test; APIError carries the service's own message."""

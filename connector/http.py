@@ -3,7 +3,11 @@ and the one place where HTTP outcomes become RetriableAPIError or FatalAPIError.
 
 No retry loop lives here: a retriable failure goes back to the engine, which persists the
 attempt and reschedules the step (honouring ``retry_after``), so a crash between attempts
-loses nothing and a POST is never silently repeated.
+loses nothing. A POST or PATCH is repeated only when guarded: when it may have taken effect
+(a lost answer, a gateway error) and carries no idempotency key, is not marked
+``idempotent``, and runs outside the ledger (``ctx.once``), it raises OutcomeUnknown instead
+of a retriable error. A connection's rate limit is applied before every request
+(:mod:`connector.throttle`).
 """
 from __future__ import annotations
 
@@ -11,13 +15,15 @@ import email.utils
 import logging
 import re
 import time
-from typing import Any, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Iterator, Mapping
 from urllib.parse import urljoin
 
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from .errors import FatalAPIError, RetriableAPIError
+from .errors import APIError, FatalAPIError, OutcomeUnknown, RetriableAPIError
 from .sdk import App, OutgoingRequest
 
 RETRIABLE_STATUSES = {408, 425, 429, 500, 502, 503, 504}
@@ -25,6 +31,49 @@ RETRIABLE_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 # effect may have happened. Any other error status came from the service itself, refusing.
 GATEWAY_STATUSES = {502, 504}
 USER_AGENT = "connector/0.1 (+https://github.com/connector)"
+#: methods that may change something each time they are sent
+UNSAFE_METHODS = frozenset({"POST", "PATCH"})
+_IDEMPOTENCY_HEADER = re.compile(r"idempot", re.I)
+_ledger_guard: ContextVar[bool] = ContextVar("connector_ledger_guard", default=False)
+
+
+@contextmanager
+def ledger_guard() -> Iterator[None]:
+    """Mark the calls made inside as guarded by the idempotency ledger (``ctx.once``)."""
+    token = _ledger_guard.set(True)
+    try:
+        yield
+    finally:
+        _ledger_guard.reset(token)
+
+
+def repeat_is_safe(method: str, headers: Mapping[str, str], app: App | None = None,
+                   idempotent: bool = False) -> bool:
+    """Return True when sending this request twice cannot double its effect.
+
+    Safe are: methods other than POST and PATCH; a call its caller marks ``idempotent``
+    (a search sent as POST, adding to a set); one carrying the app's idempotency header or
+    any header named like an idempotency key; one made inside the ledger's ``ctx.once``.
+    """
+    if method.upper() not in UNSAFE_METHODS or idempotent or _ledger_guard.get():
+        return True
+    return carries_idempotency_key(headers, app)
+
+
+def carries_idempotency_key(headers: Mapping[str, str], app: App | None = None) -> bool:
+    """Return True when ``headers`` hold a non-empty idempotency key: the app's declared
+    header, or any header whose name contains "idempotency"."""
+    wanted = (app.idempotency_header or "").lower() if app is not None else ""
+    return any(value and (name.lower() == wanted or _IDEMPOTENCY_HEADER.search(name))
+               for name, value in headers.items())
+
+
+def unknown_outcome(exc: APIError, method: str, label: str) -> OutcomeUnknown:
+    """Return the error for an unguarded POST/PATCH that may have taken effect."""
+    return OutcomeUnknown(
+        f"{label} may have carried out this {method.upper()} ({exc}); it is not sent again "
+        "because it carries no idempotency key and the ledger does not guard it: check the "
+        "service before sending it again")
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -72,7 +121,10 @@ class ApiClient:
     """Call one app with one connection's credentials; return parsed JSON or raise APIError."""
 
     def __init__(self, app: App, credentials: Mapping[str, Any], base_url: str | None = None,
-                 session: requests.Session | None = None, timeout: float | None = None):
+                 session: requests.Session | None = None, timeout: float | None = None,
+                 connection=None):
+        from .throttle import gate_for
+
         self.app = app
         self.credentials = dict(credentials)
         self.base_url = (base_url or app.base_url).rstrip("/") + "/"
@@ -80,29 +132,55 @@ class ApiClient:
         self.session = session or requests.Session()
         self.session.headers.setdefault("User-Agent", USER_AGENT)
         self.timeout = timeout or app.timeout
+        #: the connection's rate limit (its own, else the app's), shared by every worker
+        self.gate = gate_for(app, connection) if connection is not None else None
 
     def url(self, path: str) -> str:
         return urljoin(self.base_url, path.lstrip("/"))
 
     def request(self, method: str, path: str, *, params: Mapping | None = None,
                 json: Any = None, headers: Mapping | None = None, auth: str | None = None,
-                expect_json: bool = True) -> Any:
-        """Send one request; 2xx returns the parsed body (None when empty)."""
-        response = self.raw_request(method, path, params=params, json=json, headers=headers,
-                                    auth=auth)
-        return self._result(response, expect_json)
+                expect_json: bool = True, idempotent: bool = False) -> Any:
+        """Send one request; 2xx returns the parsed body (None when empty).
 
-    def raw_request(self, method: str, url: str, **kwargs) -> requests.Response:
+        ``idempotent`` says a POST or PATCH is safe to send again (a search, a set
+        membership), so a lost answer stays retriable instead of raising OutcomeUnknown.
+        """
+        response = self.raw_request(method, path, params=params, json=json, headers=headers,
+                                    auth=auth, idempotent=idempotent)
+        try:
+            return self._result(response, expect_json)
+        except APIError as exc:
+            if exc.retriable and exc.maybe_applied and not repeat_is_safe(
+                    method, headers or {}, self.app, idempotent):
+                raise unknown_outcome(exc, method, self.app.label) from exc
+            raise
+
+    def raw_request(self, method: str, url: str, *, idempotent: bool = False,
+                    **kwargs) -> requests.Response:
         """Send one authenticated request and return the Response as it came, any status.
 
         For callers that judge statuses themselves (the generic HTTP action). Connection
-        errors still raise RetriableAPIError; ``timeout`` defaults to the app's.
+        errors still raise RetriableAPIError (OutcomeUnknown for an unguarded POST or PATCH
+        that may have taken effect, see :func:`repeat_is_safe`); ``timeout`` defaults to the
+        app's. Waits for the connection's rate limit first, or raises Throttled.
         """
         outgoing = OutgoingRequest(method.upper(), url, dict(kwargs.pop("headers", None) or {}),
                                    dict(kwargs.pop("params", None) or {}), kwargs.pop("auth", None))
         self.app.authenticate(outgoing, self.credentials)
         kwargs.setdefault("timeout", self.timeout)
         kwargs.setdefault("allow_redirects", False)
+        if self.gate is not None:
+            self.gate.wait_turn()
+        try:
+            return self._send(outgoing, url, kwargs)
+        except APIError as exc:
+            if exc.maybe_applied and not repeat_is_safe(outgoing.method, outgoing.headers,
+                                                        self.app, idempotent):
+                raise unknown_outcome(exc, outgoing.method, self.app.label) from exc
+            raise
+
+    def _send(self, outgoing: OutgoingRequest, url: str, kwargs: dict) -> requests.Response:
         try:
             return self.session.request(outgoing.method, self.url(url),
                                         params=outgoing.params or None,
@@ -134,6 +212,7 @@ class ApiClient:
                 time.sleep(min(wait, 2.0))
 
     def post(self, path: str, **kwargs):
+        """POST ``path``; pass ``idempotent=True`` when sending it twice is harmless."""
         return self.request("POST", path, **kwargs)
 
     def put(self, path: str, **kwargs):

@@ -11,8 +11,10 @@ from peewee import IntegrityError
 
 from . import store
 from .errors import APIError, IdempotencyConflict, OutcomeUnknown, Throttled
+from .http import ledger_guard
 from .sdk import request_hash
 from .store import IdempotencyRecord, Run, utcnow
+
 
 def once(scope: str, key: str, request, call: Callable[[], dict], run_id: int | None = None,
          step_name: str | None = None) -> dict:
@@ -23,7 +25,9 @@ def once(scope: str, key: str, request, call: Callable[[], dict], run_id: int | 
     again; a call that may have taken effect (a read timeout, a crash) keeps it pending.
     Another run finding the key pending waits (a retriable error) while the holder's lease is
     alive, then gets the stored result; a key left pending by a dead attempt raises
-    OutcomeUnknown instead of risking a second effect.
+    OutcomeUnknown instead of risking a second effect. The calls made inside are marked as
+    guarded, so the client lets a POST whose answer was lost raise a retriable error: the
+    pending key, not the client, stops the repeat.
     """
     digest = request_hash(request)
     key = store.fit_key(key)
@@ -39,7 +43,8 @@ def once(scope: str, key: str, request, call: Callable[[], dict], run_id: int | 
     else:
         return _repeat(record, digest, key, run_id)
     try:
-        response = call()
+        with ledger_guard():
+            response = call()
     except APIError as exc:
         if not exc.maybe_applied:
             IdempotencyRecord.delete().where(IdempotencyRecord.id == record.id).execute()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from peewee import CharField, DateTimeField, IntegerField, TextField
+from peewee import CharField, DateTimeField, FloatField, IntegerField, TextField
 from playhouse.migrate import PostgresqlMigrator, SchemaMigrator, SqliteMigrator, migrate
 
 from .errors import ConfigurationError
@@ -18,7 +18,7 @@ from .errors import ConfigurationError
 log = logging.getLogger("connector.migrations")
 
 #: the schema this code needs; version 1 is the walking skeleton's first release
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _v2(migrator: SchemaMigrator, database) -> None:
@@ -42,7 +42,19 @@ def _v2(migrator: SchemaMigrator, database) -> None:
     database.create_tables([ApiKey, User], safe=True)
 
 
-STEPS = {2: _v2}
+def _v3(migrator: SchemaMigrator, database) -> None:
+    """Throttles: a connection's rate-limit override, a flow's concurrency, the rate windows."""
+    from .store import RateWindow
+
+    migrate(
+        migrator.add_column("connection", "rate_limit", IntegerField(null=True)),
+        migrator.add_column("connection", "rate_window", FloatField(null=True)),
+        migrator.add_column("flow", "concurrency", IntegerField(default=0)),
+    )
+    database.create_tables([RateWindow], safe=True)
+
+
+STEPS = {2: _v2, 3: _v3}
 
 
 def _migrator(database) -> SchemaMigrator:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, NamedTuple
 
 from marshmallow import Schema, pre_load
 
@@ -38,11 +38,25 @@ class InputSchema(Schema):
                 if v is not None and not (isinstance(v, str) and not v.strip())}
 
 
+class RateLimit(NamedTuple):
+    """At most ``requests`` calls in each window of ``per_seconds`` seconds."""
+
+    requests: int
+    per_seconds: float
+
+    def describe(self) -> str:
+        per = self.per_seconds
+        return f"{self.requests}/{int(per) if float(per).is_integer() else per}s"
+
+
 class App:
     """An external service: how to authenticate, where it lives, how it reports errors.
 
     Override :meth:`authenticate` to place credentials (header, query, org header) and
-    :meth:`test` with a cheap call that fails on bad credentials.
+    :meth:`test` with a cheap call that fails on bad credentials. ``rate_limit`` is the
+    service's documented limit per connection (a connection may override it; None: the
+    document states none), and ``idempotency_header`` the header in which the service
+    takes an idempotency key: a POST or PATCH that carries it may be sent again.
     """
 
     key: ClassVar[str] = ""
@@ -52,6 +66,8 @@ class App:
     docs_url: ClassVar[str] = ""
     Credentials: ClassVar[type[Schema]] = NoInputs
     timeout: ClassVar[float] = 30.0
+    rate_limit: ClassVar[RateLimit | tuple[int, float] | None] = None
+    idempotency_header: ClassVar[str | None] = None
 
     def authenticate(self, request: "OutgoingRequest", credentials: Mapping[str, Any]) -> None:
         """Put the credentials on ``request`` (headers or params); the default adds nothing."""

@@ -14,8 +14,8 @@ import json
 import re
 
 from peewee import (
-    BooleanField, CharField, DatabaseProxy, DateTimeField, FloatField, ForeignKeyField,
-    ImproperlyConfigured, IntegerField, Model, PeeweeException, TextField,
+    BigIntegerField, BooleanField, CharField, DatabaseProxy, DateTimeField, FloatField,
+    ForeignKeyField, ImproperlyConfigured, IntegerField, Model, PeeweeException, TextField,
 )
 from playhouse.db_url import connect
 
@@ -66,6 +66,10 @@ class Connection(BaseModel):
     app = CharField()
     base_url = CharField(null=True)
     sealed = TextField()
+    # overrides the app's rate limit: rate_limit requests per rate_window seconds; 0
+    # requests turns it off; both None: the app's default
+    rate_limit = IntegerField(null=True)
+    rate_window = FloatField(null=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 
@@ -85,6 +89,7 @@ class Flow(BaseModel):
     failure_streak = IntegerField(default=0)
     paused_reason = TextField(null=True)  # set: runs are queued but not executed
     error_flow = CharField(null=True)  # the flow told about each failed run
+    concurrency = IntegerField(default=0)  # runs executing at once, across workers; 0: any
     webhook_token = CharField(unique=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
@@ -215,6 +220,18 @@ class IdempotencyRecord(BaseModel):
         indexes = ((("scope", "key"), True),)
 
 
+class RateWindow(BaseModel):
+    """Requests counted in the current fixed window of one rate limit, shared by every worker.
+
+    ``key`` names the limit (a connection and its window length), ``window`` is the
+    window's number (epoch seconds // window length); a newer window resets ``count``.
+    """
+
+    key = CharField(max_length=200, unique=True)
+    window = BigIntegerField()
+    count = IntegerField(default=0)
+
+
 class ApiKey(BaseModel):
     """A key for the connector's own REST API: only a digest is stored; shown once."""
 
@@ -241,7 +258,7 @@ class User(BaseModel):
 
 
 MODELS = [Meta, Connection, Flow, Step, TriggerState, SeenItem, Run, StepRun, StepAttempt,
-          IdempotencyRecord, ApiKey, User]
+          IdempotencyRecord, RateWindow, ApiKey, User]
 
 
 def init_db(url: str, upgrade: bool | None = None):

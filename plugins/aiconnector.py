@@ -12,6 +12,10 @@ Decisions where the document is vague, kept in step with the sandbox
 - Errors carry the document's envelope ``{"error": {"code", "message"}}``, read as is. A 429
   is retried after "the time indicated in the response headers": Retry-After, else
   X-RateLimit-Reset (the client's rule for every app).
+- Rate limit: "limited per API key per minute", with no number, so the app sets no default
+  (``rate_limit = None``); give a connection its plan's figure with ``connections add
+  --rate-limit N/min`` to stay under it across workers instead of meeting 429s. No endpoint
+  takes an idempotency key (``idempotency_header = None``).
 - Phones are sent in E.164 (``connector.Phone``); the document asks for the country code.
 - GET /contacts?phoneNumber=X or ?email=X answers the contact; 404 means no contact
   matches, which a search reports as ``found: false``, not as an error.

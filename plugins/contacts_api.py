@@ -39,6 +39,8 @@ the sandbox (connector/sandbox/contacts_api.py):
   ``PUT /contacts/{id}/custom/{key}``); dropdowns offer keys, and update/delete accept a key
   or an id and look the id up. Custom values (the ``{{custom_values.x}}`` token store) are
   text, keyed by name.
+- Rate limit: the document states none, so the app sets no default (``rate_limit = None``);
+  a connection may set one (``connections add --rate-limit``).
 - Idempotency: the document names no idempotency key. Creating a contact and each import
   batch go through the host's ledger (``ctx.once``); creating a tag or a custom field that
   already exists (409) returns the existing one; updates, puts, tag adds and removes are

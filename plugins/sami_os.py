@@ -24,6 +24,9 @@ Integrations panel), so a connection must give its base URL; paths start with /a
 nothing included), 400 malformed JSON, 404 ``<RESOURCE>_NOT_FOUND`` for the path's record,
 409 conflicts. Rate limit: per key, per minute; over it, 429 RATE_LIMITED with Retry-After,
 and every answer carries X-RateLimit-Limit/-Remaining/-Reset (the client waits as told).
+The document gives no figure (it defers to resource pages it does not include), so the app
+sets no default (``rate_limit = None``); a connection may set one (``connections add
+--rate-limit``). No idempotency key is documented.
 Phones are E.164.
 
 | method | path | scope | what |

@@ -27,6 +27,9 @@ Decisions where the document is vague, kept in step with the sandbox
   sending, except add recipients, which splits into batches under both limits.
 - Start, stop and cancel are POSTs without a body. A 409 answered for a campaign that is
   already in the wanted status (a retried start that had gone through) counts as done.
+- Rate limit: the document states none, so the app sets no default (``rate_limit = None``);
+  a connection may set one (``connections add --rate-limit``). No idempotency key is
+  documented: calls and campaigns go through the host's ledger.
 - Webhook payloads (undocumented): ``{"event", "call_id", "timestamp", "data": call}``,
   signed the Standard Webhooks way (``webhook-id``, ``webhook-timestamp``,
   ``webhook-signature``) with the ``whsec_`` secret returned when the webhook is created.

@@ -46,6 +46,10 @@ is vague, kept in step with the sandbox (connector/sandbox/samva.py):
   participant (phone and email are unique). All of these fail the run; 429 and 5xx are
   retried after ``Retry-After`` or ``X-RateLimit-Reset`` (epoch seconds), which come with
   ``X-RateLimit-Limit/Remaining`` on every authenticated response.
+- Rate limit: the document's example headers show ``X-RateLimit-Limit: 100`` with a Reset
+  time, and name no window; the app's default is 100 requests a minute per connection,
+  shared by every worker (``rate_limit``), which a connection may override with its real
+  plan's figure (``connections add --rate-limit``).
 - Lists are ``{"data": [...], "pagination": {page, limit, total, pages}}``; ``page``
   (default 1) and ``limit`` (default 20, at most 100; outside 1..100 is 400); a page past
   the end is empty. ``sort`` is ``created_at`` or ``updated_at``, ``-`` for descending
@@ -70,6 +74,7 @@ import uuid
 from marshmallow import Schema, fields, validate
 
 from connector import App, hookimpl
+from connector.sdk import RateLimit
 
 AUTH_HEADERS = ("both", "x-api-key", "bearer")
 
@@ -109,6 +114,8 @@ class Samva(App):
     base_url = "https://samva.app/api/v1"
     docs_url = "https://samva.app/api/v1/openapi.json"
     Credentials = Credentials
+    rate_limit = RateLimit(100, 60)  # the document's X-RateLimit-Limit example; no window given
+    idempotency_header = "X-Idempotency-Key"
 
     def authenticate(self, request, credentials):
         mode = credentials.get("auth_header") or "both"

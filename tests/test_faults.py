@@ -19,14 +19,16 @@ from collections import Counter
 import pytest
 import requests
 
-from connector import engine, flows
+from connector import Action, engine, flows, hookimpl
 from connector.errors import FatalAPIError, RetriableAPIError
 from connector.http import ApiClient, parse_retry_after
+from connector.intake import ingest
 from connector.runtime import Runtime
 from connector.signatures import sign
 from connector.store import IdempotencyRecord, Run, StepAttempt, StepRun, TriggerState
 
 from .conftest import connection_name, wait_for
+from .hooks import HookPlugin
 
 EMAIL = "client@agency.example"
 CREDITS = "/v1/subaccounts/credits"
@@ -550,12 +552,13 @@ def test_a_post_dropped_before_the_effect_is_unknown_until_a_human_forces_it(
     assert len(grants_for(sandbox, "ar-dropped")) == 1
 
 
-def test_a_500_after_the_effect_is_retried_and_grants_twice_today(make_runtime, sandbox):
-    """Known gap, reported: a 5xx from the service itself means "not applied" to the client
-    (``http.py``: only 502/504 and lost connections are ``maybe_applied``), so the ledger
-    releases the key and the retry grants again. The client cannot tell a 500 sent before
-    the effect from one sent after it; only the service's own idempotency key (or a read
-    back) could. This test pins today's behaviour so a change to it is deliberate."""
+def test_a_500_is_taken_at_its_word_and_retried_even_after_the_effect(make_runtime, sandbox):
+    """The decided contract (docs/reliability.md, "Decisions"): an HTTP 500 is the service
+    saying it failed, and AI Connector's document says to retry it ("500 Server error -
+    email support if this persists"), so the ledger releases the key and the step is tried
+    again. Only a lost answer (read timeout, dropped connection, 502/504 from a gateway) is
+    "maybe applied". A service that fails AFTER the effect therefore grants twice; this test
+    pins that, so changing the contract is a deliberate act, not an accident."""
     rt = make_runtime(backoff_base=0.02, backoff_cap=0.1)
     host = rt.host
     flow, secret = recharge_flow(host)
@@ -617,3 +620,75 @@ def test_a_4xx_is_fatal_in_the_client_even_with_faults_on(host, sandbox):
     finally:
         client.close()
     assert caught.value.status == 404 and caught.value.code == "SUBACCOUNT_NOT_FOUND"
+
+
+# -- a POST is repeated only when guarded (the host enforces it) -------------------------------
+
+class _PlainContact(Action):
+    """A third-party-style action that POSTs with neither an idempotency key nor ctx.once."""
+
+    key = "t.plain_create_contact"
+    app = "contacts_api"
+    label = "Create contact, unguarded"
+
+    def run(self, ctx, inputs):
+        return ctx.client.post("/api/v1/contacts", json={"name": "Unguarded Person"})
+
+
+class _PlainPlugin:
+    @hookimpl
+    def register_actions(self, register):
+        register(_PlainContact)
+
+
+def _lost_answer(make_runtime, sandbox, monkeypatch, service, path, steps):
+    """Run one flow whose first POST to ``path`` is answered too late; return its run."""
+    rt = make_runtime(backoff_base=0.02, backoff_cap=0.1, max_attempts=5,
+                      extra_plugins=[HookPlugin(), _PlainPlugin()])
+    host = rt.host
+    monkeypatch.setattr(type(host.catalog.app(service)), "timeout", 0.4)
+    flow = flows.save(host, {"name": "lost", "trigger": {"key": "t.hook"}, "steps": steps})
+    sandbox.faults.set(service, limit=1, paths=[path], methods=["POST"], slow_rate=1,
+                       delay=1.2, slow_when="after")
+    ingest(flow, host.catalog.trigger("t.hook"), [("one", {"id": "one"})])
+    rt.executor.wake()
+    assert wait_for(lambda: len(final(flow)) == 1, timeout=15)
+    return runs(flow)[0]
+
+
+def test_an_unguarded_post_whose_answer_is_lost_is_not_sent_again(make_runtime, sandbox,
+                                                                  monkeypatch):
+    run = _lost_answer(make_runtime, sandbox, monkeypatch, "contacts_api", "/api/v1/contacts",
+                       [{"name": "create", "action": "t.plain_create_contact",
+                         "connection": "contacts-api"}])
+    assert run.status == Run.FAILED
+    assert "may have carried out this POST" in run.error and "not sent again" in run.error
+    assert [a.status for a in attempts(run, "create")] == [StepRun.FAILED]  # no retry
+    assert sandbox.faults.get("contacts_api")["requests_seen"] == 1
+    made = contacts_get(sandbox, q="Unguarded Person", limit=10).json()["items"]
+    assert len(made) == 1  # the service did create it, once
+
+
+def test_a_post_carrying_the_apps_idempotency_header_is_retried(make_runtime, sandbox,
+                                                                monkeypatch):
+    run = _lost_answer(make_runtime, sandbox, monkeypatch, "samva", "/messages/send",
+                       [{"name": "send", "action": "samva.send_message", "connection": "samva",
+                         "inputs": {"channel": "sms", "to": "+14155550123",
+                                    "body": "Lost answer"}}])
+    assert run.status == Run.SUCCEEDED, run.error
+    assert [a.status for a in attempts(run, "send")] == [StepRun.RETRYING, StepRun.SUCCEEDED]
+    assert sandbox.faults.get("samva")["requests_seen"] == 2
+    sent = [m for m in sandbox.state()["samva"]["messages"] if m["body"] == "Lost answer"]
+    assert len(sent) == 1  # the service answered the repeat from its idempotency record
+
+
+def test_a_search_sent_as_post_is_retried_after_a_lost_answer(make_runtime, sandbox,
+                                                              monkeypatch):
+    run = _lost_answer(make_runtime, sandbox, monkeypatch, "contacts_api",
+                       "/api/v1/contacts/search",
+                       [{"name": "search", "action": "contacts_api.search_contacts",
+                         "connection": "contacts-api", "inputs": {"q": "grace"}}])
+    assert run.status == Run.SUCCEEDED, run.error
+    assert [a.status for a in attempts(run, "search")] == [StepRun.RETRYING,
+                                                           StepRun.SUCCEEDED]
+    assert sandbox.faults.get("contacts_api")["requests_seen"] == 2

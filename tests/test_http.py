@@ -8,10 +8,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from connector.errors import FatalAPIError, RetriableAPIError
-from connector.http import ApiClient, parse_retry_after
+from connector.errors import FatalAPIError, OutcomeUnknown, RetriableAPIError
+from connector.http import ApiClient, ledger_guard, parse_retry_after
 from connector.plugins.aiconnector import AIConnector
 from connector.plugins.samora import Samora
+from connector.plugins.samva import Samva
 
 
 def client(sandbox, app_cls, app_key, **creds):
@@ -94,7 +95,7 @@ def test_read_timeout_is_retriable_and_maybe_applied():
         api = ApiClient(Samora(), {"api_key": "k"}, f"http://127.0.0.1:{server.server_port}",
                         timeout=0.2)
         with pytest.raises(RetriableAPIError) as caught:
-            api.post("/v1/call/trigger", json={})
+            api.post("/v1/call/trigger", json={}, idempotent=True)
         assert caught.value.maybe_applied is True
         assert "did not answer within 0.2 s" in str(caught.value)
     finally:
@@ -163,7 +164,7 @@ def test_only_gateway_errors_may_have_applied_the_call(status_server, status, ma
     status_server.status = status
     api = ApiClient(Samora(), {"api_key": "k"}, f"http://127.0.0.1:{status_server.server_port}")
     with pytest.raises(RetriableAPIError) as caught:
-        api.post("/v1/call/trigger", json={})
+        api.post("/v1/call/trigger", json={}, idempotent=True)
     assert caught.value.status == status and caught.value.maybe_applied is maybe
 
 
@@ -232,3 +233,107 @@ def test_get_with_retries_repeats_a_transient_failure_only(status_server):
     with pytest.raises(FatalAPIError):
         api.get("/x", retries=2)
     assert seen == ["GET"]  # a permanent error is not repeated
+
+
+# -- a POST or PATCH is repeated only when guarded ------------------------------------------------
+
+class _SlowAll(BaseHTTPRequestHandler):
+    """Answer every method after 1 s (past the client's timeout), counting requests."""
+
+    def _slow(self):
+        self.server.seen += 1
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        time.sleep(1.0)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _slow
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def slow_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowAll)
+    server.seen = 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_an_unguarded_post_or_patch_that_timed_out_is_outcome_unknown(slow_server, method):
+    api = ApiClient(Samora(), {"api_key": "k"}, f"http://127.0.0.1:{slow_server.server_port}",
+                    timeout=0.2)
+    with pytest.raises(OutcomeUnknown) as caught:
+        api.request(method, "/v1/call/trigger", json={})
+    message = str(caught.value)
+    assert f"may have carried out this {method}" in message
+    assert "carries no idempotency key" in message and "check the service" in message
+    assert caught.value.__cause__.maybe_applied is True
+    assert slow_server.seen == 1
+
+
+@pytest.mark.parametrize("how", ["idempotent", "app_header", "any_key_header", "ledger",
+                                 "GET", "PUT", "DELETE"])
+def test_a_guarded_or_repeatable_call_that_timed_out_stays_retriable(slow_server, how):
+    app = Samva() if how == "app_header" else Samora()
+    api = ApiClient(app, {"api_key": "k"}, f"http://127.0.0.1:{slow_server.server_port}",
+                    timeout=0.2)
+    method = how if how in ("GET", "PUT", "DELETE") else "POST"
+    kwargs = {"idempotent": True} if how == "idempotent" else {}
+    if how == "app_header":
+        kwargs["headers"] = {"X-Idempotency-Key": "step-key-1"}
+    if how == "any_key_header":
+        kwargs["headers"] = {"Idempotency-Key": "step-key-1"}
+    with pytest.raises(RetriableAPIError) as caught:
+        if how == "ledger":
+            with ledger_guard():
+                api.request(method, "/x", json={}, **kwargs)
+        else:
+            api.request(method, "/x", **kwargs)
+    assert caught.value.maybe_applied is True
+
+
+def test_an_empty_idempotency_header_is_no_guard(slow_server):
+    api = ApiClient(Samva(), {"api_key": "k"}, f"http://127.0.0.1:{slow_server.server_port}",
+                    timeout=0.2)
+    with pytest.raises(OutcomeUnknown):
+        api.post("/x", json={}, headers={"X-Idempotency-Key": ""})
+
+
+@pytest.mark.parametrize("status,unknown", [(502, True), (504, True), (500, False),
+                                            (503, False), (429, False)])
+def test_an_unguarded_post_answered_by_a_gateway_error_is_outcome_unknown(status_server, status,
+                                                                          unknown):
+    status_server.status = status
+    api = ApiClient(Samora(), {"api_key": "k"}, f"http://127.0.0.1:{status_server.server_port}")
+    with pytest.raises(OutcomeUnknown if unknown else RetriableAPIError):
+        api.post("/v1/call/trigger", json={})
+
+
+def test_the_http_action_outside_the_ledger_repeats_a_post_only_with_a_key(slow_server,
+                                                                           monkeypatch):
+    from connector.actions.http import HttpRequest
+    from connector.sdk import ActionContext
+
+    monkeypatch.setenv("CONNECTOR_HTTP_ALLOW", "127.0.0.1")
+    action = HttpRequest()
+    ctx = ActionContext(flow_name="f", run_id=1, step_name="call", idempotency_key="k1")
+    url = f"http://127.0.0.1:{slow_server.server_port}/orders"
+    base = {"method": "POST", "url": url, "body_type": "json", "body": {"n": 1}, "timeout": 1}
+    plain = action.Inputs().load(base)
+    plain["timeout"] = 0.2  # below the schema's minimum, to keep the test short
+    with pytest.raises(OutcomeUnknown, match="may have carried out this POST"):
+        action.run(ctx, plain)
+    for extra in ({"headers": {"Idempotency-Key": "order-1"}},
+                  {"idempotency_header": "X-Dedupe"}):
+        keyed = {**action.Inputs().load({**base, **extra}), "timeout": 0.2}
+        with pytest.raises(RetriableAPIError) as caught:
+            action.run(ctx, keyed)
+        assert caught.value.maybe_applied is True
+    assert slow_server.seen == 3

@@ -100,6 +100,15 @@ def test_the_first_release_schema_upgrades_on_start_and_loses_nothing(old_db):
         from connector.engine import replay
         assert replay(run.id, item={"rows": []}).replay_of == run.id
         assert Connection.select().count() == 1
+        # what version 3 added: throttles, off until set
+        conn = host.connection("aiconnector")
+        assert conn.rate_limit is None and conn.rate_window is None
+        assert Flow.get_by_id(saved.id).concurrency == 0
+        from connector import throttle
+        assert throttle.set_override(conn, 10, 60).rate_limit == 10
+        assert throttle.acquire("conn:1:60", throttle.RateLimit(1, 60)) == 0.0
+        data["concurrency"] = 1
+        assert flows.save(host, data).concurrency == 1
     finally:
         host.close()
 
@@ -135,3 +144,11 @@ def test_db_upgrade_command(old_db, monkeypatch):
     con.close()
     assert {"parent_id", "branch", "branches"} <= columns
     assert "step_flow_id_position" not in indexes
+    con = sqlite3.connect(path)
+    flow_columns = {row[1] for row in con.execute("PRAGMA table_info(flow)")}
+    conn_columns = {row[1] for row in con.execute("PRAGMA table_info(connection)")}
+    tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert con.execute("SELECT concurrency FROM flow").fetchall() == [(0,)]
+    con.close()
+    assert "concurrency" in flow_columns and {"rate_limit", "rate_window"} <= conn_columns
+    assert "ratewindow" in tables

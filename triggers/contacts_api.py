@@ -337,7 +337,8 @@ class ContactEnteredView(PollTrigger):
         if view.get("q"):
             body["q"] = view["q"]
         fetch = lambda offset: ctx.client.post(f"{API}/contacts/search",  # noqa: E731
-                                               json={**body, "offset": offset})
+                                               json={**body, "offset": offset},
+                                               idempotent=True)  # a read sent as POST
         found = []
         for contacts in pages(fetch, ctx.inputs.get("max_pages") or 50):
             found.extend({**c, "view_id": view.get("id"), "view_name": view.get("name")}
