@@ -13,9 +13,11 @@ import click
 
 from .config import Settings
 from .errors import UserError
-from .store import ApiKey
 
-SCOPE = click.Choice(ApiKey.SCOPES)
+# store.ApiKey.SCOPES, spelled here so `connector --help` need not import the store
+# (tests/test_auth.py checks they agree)
+READ, WRITE, ADMIN = SCOPES = ("read", "write", "admin")
+SCOPE = click.Choice(SCOPES)
 
 
 def _host(ctx: click.Context):
@@ -35,7 +37,7 @@ def _when(value) -> str:
 
 @click.command("create")
 @click.option("--name", required=True, help="What the key is for (a person, a CI job).")
-@click.option("--scope", type=SCOPE, default=ApiKey.READ, show_default=True,
+@click.option("--scope", type=SCOPE, default=READ, show_default=True,
               help="read: look only; write: also change connections, flows and runs; "
                    "admin: also manage keys.")
 @click.pass_context
@@ -107,7 +109,7 @@ def users():
 
 @users.command("add")
 @click.argument("username")
-@click.option("--scope", type=SCOPE, default=ApiKey.ADMIN, show_default=True,
+@click.option("--scope", type=SCOPE, default=ADMIN, show_default=True,
               help="What the user may do in the UI (as for API keys).")
 @click.option("--password-stdin", is_flag=True,
               help="Read the password from the first line of standard input.")

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
-from marshmallow import Schema, ValidationError
 
 from .config import Settings
 from .errors import NotFound, PluginError, UserError
@@ -129,6 +128,8 @@ def check_component(kind: str, cls: type, catalog=None) -> list[str]:
 
 
 def _check_schema(cls, attr: str, credentials: bool, catalog) -> list[str]:
+    from marshmallow import Schema, ValidationError
+
     schema_cls = getattr(cls, attr, None)
     if not (isinstance(schema_cls, type) and issubclass(schema_cls, Schema)):
         return [f"{attr} is {schema_cls!r}, expected a marshmallow Schema class"]
@@ -240,6 +241,8 @@ class TriggerResult:
 
 
 def _load_inputs(cls, inputs: dict | None, what: str) -> dict:
+    from marshmallow import ValidationError
+
     from .host import validation_message
 
     try:

@@ -317,3 +317,11 @@ def test_users_add_prompts_or_reads_stdin_and_hashes_the_password(cli):
     assert "scrypt" not in listed.output
     assert cli("users", "remove", "bob").exit_code == 0
     assert cli("users", "remove", "bob").output.strip() == "error: no user named 'bob'"
+
+
+def test_the_cli_spells_the_same_scopes_as_the_store():
+    # cli_api keeps its own tuple so `connector --help` does not import the store
+    from connector.cli_api import SCOPES
+    from connector.store import ApiKey
+
+    assert SCOPES == ApiKey.SCOPES
