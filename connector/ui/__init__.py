@@ -200,3 +200,4 @@ def home():
 
 
 from . import signin, pages, runs  # noqa: E402,F401  (views register on the blueprint)
+from . import builder  # noqa: E402,F401  (the flow builder)
