@@ -23,6 +23,14 @@ from connector.store import Flow
 from .browser import browser, page, screenshot  # noqa: F401  (fixtures)
 from .test_ui_browser import finish_a_call, reload_until
 
+
+def save(page) -> None:
+    """Click Save and wait for THIS save's notice (an earlier one may still be showing)."""
+    page.evaluate("() => { const box = document.getElementById('flash');"
+                  " box.className = 'flash'; box.textContent = ''; }")
+    page.click("#b-save")
+    page.locator("#flash.ok").wait_for()
+
 pytestmark = pytest.mark.slow
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples" / "flows").glob("*.yaml"))
 FLOW = "call-finished-add-to-list"
@@ -208,8 +216,7 @@ def test_a_builder_builds_tests_saves_and_switches_on_a_flow_by_clicking(served,
     assert "(tested)" in page.locator("#b-picker").inner_text()
 
     # saved, then switched on from the builder
-    page.click("#b-save")
-    page.locator("#flash.ok").wait_for()
+    save(page)
     assert page.url == root + f"/ui/flows/{FLOW}/edit"
     saved = flows.export(Flow.get(Flow.name == FLOW))
     assert saved["trigger"] == {"key": "samora.call_finished", "connection": "samora",
@@ -282,8 +289,7 @@ def test_dropdowns_filters_and_step_order_in_the_builder(
     assert page.locator('[data-step="steps[0]"]').get_attribute("data-step-name") == "text"
     page.click('[aria-label="Remove step 2"]')
     assert page.locator("[data-step]").count() == 1
-    page.click("#b-save")
-    page.locator("#flash.ok").wait_for()
+    save(page)
     saved = flows.export(Flow.get(Flow.name == "campaign-status"))["steps"]
     assert len(saved) == 1 and saved[0]["inputs"] == {"agent_id": agent,
                                                       "campaign_id": campaign_id}
@@ -294,8 +300,7 @@ def test_dropdowns_filters_and_step_order_in_the_builder(
     typed = step.locator('input[data-input="campaign_id"]')
     assert typed.input_value() == campaign_id
     typed.fill("{{ trigger.campaign }}")
-    page.click("#b-save")
-    page.locator("#flash.ok >> text=saved").wait_for()
+    save(page)
     saved = flows.export(Flow.get(Flow.name == "campaign-status"))["steps"][0]["inputs"]
     assert saved["campaign_id"] == "{{ trigger.campaign }}"
 
@@ -331,8 +336,7 @@ def test_a_flow_opened_in_the_builder_and_saved_unchanged_exports_the_same(
         page.set_viewport_size({"width": 1280, "height": 1300})
         page.locator('[data-step="steps[0]"]').evaluate("el => el.scrollIntoView()")
         screenshot(page, "builder-paths", full_page=False)
-    page.click("#b-save")
-    page.locator("#flash.ok").wait_for()
+    save(page)
     after = flows.export(Flow.get(Flow.name == flow.name))
     assert after == before
     assert contains(after, original)
