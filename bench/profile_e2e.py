@@ -38,6 +38,15 @@ class Counters:
         self.connects = 0
         self.http_s = 0.0
         self.http_calls = 0
+        self.opened = 0  # new driver connections (a pooled database hands out kept ones)
+        import peewee
+
+        for cls in (peewee.SqliteDatabase, peewee.PostgresqlDatabase):
+            def opened(db, _orig=cls.__dict__["_connect"]):
+                self.opened += 1
+                return _orig(db)
+
+            cls._connect = opened
         orig_exec, orig_commit, orig_connect = (database.execute_sql, database.commit,
                                                 database._connect)
 
@@ -71,25 +80,27 @@ class Counters:
 
     def snapshot(self) -> dict:
         return {"sql": dict(self.sql), "statements": sum(self.sql.values()),
-                "commits": self.commits, "connects": self.connects, "http_s": self.http_s,
+                "commits": self.commits, "connects": self.connects, "opened": self.opened,
+                "http_s": self.http_s,
                 "http_calls": self.http_calls}
 
 
 def diff(after: dict, before: dict) -> dict:
-    out = {k: after[k] - before[k] for k in ("statements", "commits", "connects", "http_s",
-                                             "http_calls")}
+    out = {k: after[k] - before[k] for k in ("statements", "commits", "connects", "opened",
+                                             "http_s", "http_calls")}
     out["sql"] = {k: v - before["sql"].get(k, 0) for k, v in after["sql"].items()
                   if v - before["sql"].get(k, 0)}
     return out
 
 
-def report(name: str, n: int, seconds: float, d: dict) -> None:
+def report(name: str, n: int, seconds: float, d: dict, cpu: float) -> None:
     per = {k: v / n for k, v in d["sql"].items()}
     kinds = ", ".join(f"{k} {v:.1f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
     print(f"{name}: {n} in {seconds:.2f} s = {1000 * seconds / n:.2f} ms each "
-          f"({n / seconds:.0f}/s single-threaded)")
+          f"({n / seconds:.0f}/s single-threaded), CPU {1000 * cpu / n:.2f} ms each")
     print(f"  per {name[:-1]}: {d['statements'] / n:.1f} SQL statements ({kinds}), "
-          f"{d['commits'] / n:.2f} commits, {d['connects'] / n:.2f} connections opened, "
+          f"{d['commits'] / n:.2f} commits, {d['connects'] / n:.2f} connections taken "
+          f"({d['opened'] / n:.2f} newly opened), "
           f"{d['http_calls'] / n:.2f} HTTP calls taking {1000 * d['http_s'] / n:.2f} ms "
           f"({100 * d['http_s'] / seconds:.0f}% of the time)")
 
@@ -153,16 +164,16 @@ def run(args, hook_url: str, secret: str, contact_id: str) -> None:
     before = counters.snapshot()
     if profiler:
         profiler.start()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for body, headers in bodies:
         answer = client.post(path, data=body, headers=headers)
         assert answer.status_code == 200, answer.get_data()
-    hooks_s = time.perf_counter() - t0
+    hooks_s, hooks_cpu = time.perf_counter() - t0, time.process_time() - c0
     if profiler:
         profiler.stop()
         print(profiler.output_text(unicode=False, color=False, show_all=False))
         profiler.reset() if hasattr(profiler, "reset") else None
-    report("webhooks", args.webhooks, hooks_s, diff(counters.snapshot(), before))
+    report("webhooks", args.webhooks, hooks_s, diff(counters.snapshot(), before), hooks_cpu)
 
     ids = [r.id for r in Run.select(Run.id).where(Run.status == Run.QUEUED).order_by(Run.id)]
     store.db.close()
@@ -171,16 +182,16 @@ def run(args, hook_url: str, secret: str, contact_id: str) -> None:
         profiler = Profiler(interval=0.0005)
         profiler.start()
     before = counters.snapshot()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for run_id in ids:
         engine.execute(host, run_id)
         if not store.db.is_closed():
-            store.db.close()  # what Executor._work does after every run
-    runs_s = time.perf_counter() - t0
+            store.db.close()  # what Executor._work does after every run (to the pool)
+    runs_s, runs_cpu = time.perf_counter() - t0, time.process_time() - c0
     if profiler:
         profiler.stop()
         print(profiler.output_text(unicode=False, color=False, show_all=False))
-    report("runs", len(ids), runs_s, diff(counters.snapshot(), before))
+    report("runs", len(ids), runs_s, diff(counters.snapshot(), before), runs_cpu)
     ok = Run.select().where(Run.id.in_(ids) & (Run.status == Run.SUCCEEDED)).count()
     print(f"  {ok}/{len(ids)} runs succeeded")
     host.close()

@@ -43,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _load import drive, summarize  # noqa: E402
 from _proc import (  # noqa: E402
-    CONNECTOR, Children, PgSchema, RssSampler, TempDir, cpu_seconds, free_port, on_sigterm,
-    pct, print_machine, query, start_sandbox, tree_hwm_mb, wait_http,
+    CONNECTOR, Children, PgSchema, RssSampler, TempDir, cpu_seconds, descendants, free_port,
+    on_sigterm, pct, print_machine, query, start_sandbox, tree_hwm_mb, wait_http,
 )
 from baseline import make_contact, print_baseline, run_baseline  # noqa: E402
 
@@ -105,9 +105,14 @@ def drain(database_url: str, tag: str, expected: int, timeout: float) -> float:
     return time.monotonic() - started
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and the processes below it (prefork children run apart)."""
+    return sum(cpu_seconds(p) for p in descendants(pid))
+
+
 def one_level(children: Children, tmp: Path, sandbox_root: str, contact_id: str,
               concurrency: int, seconds: float, procs: int, database_url: str | None,
-              workers: int | None) -> dict:
+              workers: int | None, processes: int = 1) -> dict:
     """Fresh database and server, load at ``concurrency``, drain, read back, check."""
     from connector.crypto import new_key
 
@@ -123,18 +128,19 @@ def one_level(children: Children, tmp: Path, sandbox_root: str, contact_id: str,
     try:
         hook_url, secret = setup(env, sandbox_root)
         log = open(level_dir / "serve.log", "wb")
-        serve = children.start([CONNECTOR, "serve", "--port", port],
+        serve = children.start([CONNECTOR, "serve", "--port", port,
+                                "--processes", str(processes)],
                                env={**os.environ, **env}, stdout=log,
                                stderr=subprocess.STDOUT, cwd=level_dir)
         wait_http(f"http://127.0.0.1:{port}/healthz", proc=serve)
         tag = f"e2e{concurrency}x{os.getpid()}"
-        cpu0 = cpu_seconds(serve.pid)
+        cpu0 = tree_cpu_seconds(serve.pid)
         with RssSampler(serve.pid) as rss:
             result = drive(hook_url, concurrency, seconds, secret, contact_id, procs, tag)
             accepted = result["accepted"]
             drained = drain(url, tag, len(accepted), timeout=max(120, 20 * seconds))
         hwm = tree_hwm_mb(serve.pid)
-        cpu = cpu_seconds(serve.pid) - cpu0
+        cpu = tree_cpu_seconds(serve.pid) - cpu0
         children.stop(serve)
         rows = query(url, "SELECT dedupe_key, status, created_at, finished_at FROM run "
                           "WHERE dedupe_key LIKE ?", (f"{tag}-%",))
@@ -185,6 +191,8 @@ def main() -> int:
                              "in a temp dir")
     parser.add_argument("--workers", type=int, default=None,
                         help="CONNECTOR_WORKERS for serve (default: the connector's, 4)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="connector serve --processes (default 1)")
     parser.add_argument("--procs", type=int, default=2,
                         help="load generator worker processes (default 2)")
     parser.add_argument("--no-baseline", action="store_true",
@@ -208,7 +216,7 @@ def main() -> int:
             print_baseline(base)
         for c in args.concurrency:
             f = one_level(children, tmp, sandbox_root, contact_id, c, args.seconds,
-                          args.procs, args.database_url, args.workers)
+                          args.procs, args.database_url, args.workers, args.processes)
             levels.append(f)
             ratio = (f" = {f['runs_s'] / base[c]['req_s']:.2f}x baseline "
                      f"({base[c]['req_s']:.0f} req/s)" if c in base else "")

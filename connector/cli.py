@@ -85,14 +85,29 @@ def main(verbose: int) -> None:
 @click.option("--role", type=click.Choice(["all", "web", "scheduler"]), default="all",
               show_default=True, help="web: receive and execute, never poll; scheduler: lead "
                                       "polls and schedules and execute, no HTTP.")
+@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
+              envvar="CONNECTOR_PROCESSES",
+              help="Serve and execute in this many forked processes sharing the port (one "
+                   "per core uses every core; CONNECTOR_PROCESSES).")
 @click.pass_context
-def serve(ctx, address, port, plugins_dir, role):
+def serve(ctx, address, port, plugins_dir, role, processes):
     """Receive webhooks, run polls and execute runs until interrupted."""
     from .cli_dev import host_for
     from .runtime import Runtime
 
     logging.getLogger("connector").setLevel(min(logging.getLogger().level, logging.INFO))
     host = host_for(ctx, plugins_dir)
+    if processes > 1:
+        if role == "scheduler":
+            raise UserError("serve: --processes needs HTTP; run several --role scheduler "
+                            "processes instead")
+        from .prefork import serve as serve_processes
+
+        try:
+            serve_processes(host, processes, address, port, role)
+        except OSError as exc:
+            raise UserError(f"serve: {exc.strerror or exc}") from None
+        return
     runtime = Runtime(host, role=role)
 
     def terminate(_signum, _frame):  # stop as cleanly on SIGTERM as on Ctrl-C

@@ -1,7 +1,8 @@
 """Execute queued runs: claim with a lease, run steps in order, commit each before the next.
 
-A claim is one atomic UPDATE (queued and due, or running with an expired lease), so two
-workers never run the same run at once and a crashed worker's runs are taken up again.
+Claims and leases live in :mod:`connector.claims` (re-exported here). A run's last step
+commits with the run's end, so a one-step run costs a claim, one read, the pending step
+run, and one write transaction.
 Retriable failures put the run back in the queue with capped exponential backoff and full
 jitter, honouring Retry-After; fatal ones fail it with the service's own message. Every
 attempt is recorded. :class:`Executor` drives this from a thread pool; :func:`run_due` is the
@@ -18,11 +19,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from marshmallow import ValidationError
-from peewee import fn
 
-from . import conditions, store, templates, throttle
+from . import conditions, plans, store, templates
+from .claims import LostLease, claim, claim_run, due_runs, hold as _hold  # noqa: F401
 from .errors import APIError, ConnectorError, FatalAPIError, Throttled, UserError
-from .flows import StepNode, step_tree
+from .flows import StepNode
 from .host import Host, validation_message
 from .ledger import once, release_key  # noqa: F401  (re-exported: engine.once, release_key)
 from .sdk import ActionContext, Park, request_hash  # noqa: F401
@@ -46,103 +47,30 @@ def step_key(run: Run, step_name: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
-# -- claims -----------------------------------------------------------------------------------
-
-def _due(now):
-    return (((Run.status.in_(Run.DUE)) & (Run.next_attempt_at <= now)) |
-            ((Run.status == Run.RUNNING) & (Run.lease_until < now)))
-
-
-def due_runs(limit: int, exclude: set[int] = frozenset()) -> list[int]:
-    """Return ids of runs that can be claimed now (due, or with an expired lease).
-
-    A flow with a concurrency limit offers only as many runs as it has free slots, and
-    none while it is at its limit, so its queued runs wait without being claimed in vain.
-    """
-    now = utcnow()
-    query = (Run.select(Run.id, Run.next_attempt_at).join(Flow)
-             .where(_due(now) & Flow.paused_reason.is_null() &  # a paused flow's runs wait
-                    (Flow.concurrency == 0))
-             .order_by(Run.next_attempt_at, Run.id).limit(limit + len(exclude)))
-    picked = [(r.next_attempt_at, r.id) for r in query if r.id not in exclude]
-    for flow_id, free in throttle.free_slots(now).items():
-        if free <= 0:
-            continue
-        limited = (Run.select(Run.id, Run.next_attempt_at)
-                   .where((Run.flow == flow_id) & _due(now))
-                   .order_by(Run.next_attempt_at, Run.id).limit(free + len(exclude)))
-        picked += [(r.next_attempt_at, r.id) for r in limited if r.id not in exclude][:free]
-    picked.sort()
-    return [run_id for _, run_id in picked[:limit]]
-
-
-def claim(run_id: int, lease_seconds: int) -> dt.datetime | None:
-    """Atomically take ``run_id``; return the lease deadline, or None if someone else has it
-    (or its flow already runs as many runs as its concurrency allows).
-
-    Without a concurrency limit the claim is one conditional UPDATE. With one, the UPDATE
-    also counts the flow's executing runs, inside a transaction that serializes the flow's
-    claims: BEGIN IMMEDIATE on SQLite, the flow row locked FOR UPDATE on PostgreSQL.
-    """
-    found = (Run.select(Run.flow, Flow.concurrency).join(Flow)
-             .where(Run.id == run_id).tuples().first())
-    if found is None:
-        return None
-    flow_id, limit = found
-    now = utcnow()
-    lease = now + dt.timedelta(seconds=lease_seconds)
-    update = (Run.update(status=Run.RUNNING, lease_until=lease, attempts=Run.attempts + 1,
-                         started_at=fn.COALESCE(Run.started_at, now))
-              .where((Run.id == run_id) & _due(now) &
-                     Run.flow.not_in(Flow.select(Flow.id).where(
-                         Flow.paused_reason.is_null(False)))))
-    if not limit:
-        return lease if update.execute() == 1 else None
-    with store.write_tx():
-        locked = Flow.select(Flow.concurrency).where(Flow.id == flow_id)
-        limit = (locked if store.is_sqlite() else locked.for_update()).scalar()
-        if limit:
-            update = update.where(throttle.busy(flow_id, now, other_than=run_id) < limit)
-        rows = update.execute()
-    return lease if rows == 1 else None
-
-
-class LostLease(Exception):
-    """Another worker took the run after our lease expired: stop without writing."""
-
-
-def _hold(run_id: int, lease: dt.datetime, lease_seconds: int) -> dt.datetime:
-    """Renew the lease inside the current transaction, or raise LostLease."""
-    new = utcnow() + dt.timedelta(seconds=lease_seconds)
-    rows = Run.update(lease_until=new).where(
-        (Run.id == run_id) & (Run.status == Run.RUNNING) & (Run.lease_until == lease)).execute()
-    if rows != 1:
-        raise LostLease(run_id)
-    return new
-
-
 # -- executing a run ----------------------------------------------------------------------------
 
 def execute(host: Host, run_id: int) -> str | None:
     """Claim and execute one run; return its status afterwards, or None if not claimed."""
-    settings = host.settings
-    lease = claim(run_id, settings.lease_seconds)
-    if lease is None:
+    run = claim_run(run_id, host.settings.lease_seconds)
+    if run is None:
         return None
     try:
-        return _execute(host, Run.get_by_id(run_id), lease)
+        return _execute(host, run, run.lease_until)
     except LostLease:
         log.warning("run %s: lease lost to another worker; leaving it", run_id)
         return None
 
 
 def _execute(host: Host, run: Run, lease: dt.datetime) -> str:
-    walk = _Walk(host, run, lease)
+    run.flow, tree = plans.load(run.flow_id)
+    walk = _Walk(host, run, lease, tree)
     context = {"trigger": run.item, "steps": {}, "run": {"id": run.id, "flow": run.flow.name}}
     try:
-        outcome = walk.steps(step_tree(run.flow), "", context)
+        outcome = walk.steps(tree, "", context)
     except _Stop as stop:
         return stop.status
+    if walk.finished:
+        return Run.SUCCEEDED
     status = Run.FILTERED if outcome == Run.FILTERED else Run.SUCCEEDED
     with store.write_tx():
         _hold(run.id, walk.lease, host.settings.lease_seconds)
@@ -166,12 +94,17 @@ class _Walk:
     branch inside paths.
     """
 
-    def __init__(self, host: Host, run: Run, lease: dt.datetime):
+    def __init__(self, host: Host, run: Run, lease: dt.datetime, tree: list[StepNode]):
         self.host = host
         self.settings = host.settings
         self.run = run
         self.lease = lease
-        self.done = {sr.name: sr for sr in StepRun.select().where(StepRun.run == run)}
+        # The first claim of a run finds no step runs: the first execution writes them.
+        self.done = {} if run.attempts == 1 else {
+            sr.name: sr for sr in StepRun.select().where(StepRun.run == run)}
+        #: the last top-level step: its success also ends the run, in the same transaction
+        self.last = tree[-1] if tree else None
+        self.finished = False
 
     def steps(self, nodes: list[StepNode], prefix: str, context: dict) -> str | None:
         """Run ``nodes`` in order; return Run.FILTERED if a filter stopped this scope."""
@@ -188,9 +121,11 @@ class _Walk:
             return None
         if sr is not None and sr.status == StepRun.FILTERED:
             return Run.FILTERED
-        if sr is None:
-            sr = StepRun.create(run=self.run, name=path, position=node.row.position,
-                                action_key=node.row.action_key)
+        if sr is None:  # pending while its action runs, so the step in flight shows
+            with store.write_tx():
+                sr = StepRun.create(run=self.run, name=path, position=node.row.position,
+                                    action_key=node.row.action_key)
+            sr.logged = 0
             self.done[path] = sr
         started, started_at = time.monotonic(), utcnow()
         row = node.row
@@ -219,7 +154,10 @@ class _Walk:
             return self._fail(sr, path, f"internal error in action {row.action_key}: "
                               f"{exc.__class__.__name__}: {exc}", started_at, started)
         sr.output = output
-        self._commit(sr, StepRun.SUCCEEDED, started_at, started, None)
+        if node is self.last and not prefix:
+            self._finish(sr, started_at, started)
+        else:
+            self._commit(sr, StepRun.SUCCEEDED, started_at, started, None)
         context["steps"][node.name] = output
         return None
 
@@ -235,7 +173,8 @@ class _Walk:
 
     def _call(self, action, row, sr, path, context) -> dict:
         inputs = self._inputs(action, row, sr, context, path)
-        client = self.host.client(row.connection if row.connection_id else None)
+        conn = row.connection if row.connection_id else None
+        client = self.host.kept_client(conn)
         ctx = ActionContext(flow_name=self.run.flow.name, run_id=self.run.id, step_name=path,
                             idempotency_key=step_key(self.run, path), client=client,
                             once=lambda key, request, call: once(
@@ -244,7 +183,7 @@ class _Walk:
             output = action.run(ctx, inputs)
         finally:
             if client is not None:
-                client.close()
+                self.host.check_client(conn, client)
         if output is None:
             return {}
         if not isinstance(output, dict):
@@ -352,6 +291,13 @@ class _Walk:
             _finish_step(sr, status, started_at, started, error, counts=counts,
                          record=status != StepRun.RUNNING)
 
+    def _finish(self, sr, started_at, started) -> None:
+        """Commit the last top-level step's success and the run's end as one transaction."""
+        with store.write_tx():
+            _finish_run(self.run, Run.SUCCEEDED, None, None, self.host, lease=self.lease)
+            _finish_step(sr, StepRun.SUCCEEDED, started_at, started, None)
+        self.finished = True
+
 
 def _finish_step(sr: StepRun, status: str, started_at, started: float, error, retry_at=None,
                  counts: bool = True, record: bool = True):
@@ -369,16 +315,29 @@ def _finish_step(sr: StepRun, status: str, started_at, started: float, error, re
     sr.save()
     if not record:
         return
-    number = StepAttempt.select().where(StepAttempt.step_run == sr).count() + 1
+    # A step run made by this execution counts its attempts itself (``logged``); one read
+    # from the database counts them once.
+    logged = getattr(sr, "logged", None)
+    if logged is None:
+        logged = StepAttempt.select().where(StepAttempt.step_run == sr).count()
+    number = sr.logged = logged + 1
     StepAttempt.create(step_run=sr, number=number, status=status, error=error,
                        retry_at=retry_at, started_at=started_at,
                        duration_ms=round((time.monotonic() - started) * 1000, 3))
 
 
-def _finish_run(run: Run, status: str, error, failed_step, host: Host | None = None) -> None:
-    """End a run, then keep the flow's failure streak, pausing and error flow up to date."""
-    Run.update(status=status, error=error, failed_step=failed_step, finished_at=utcnow(),
-               lease_until=None).where(Run.id == run.id).execute()
+def _finish_run(run: Run, status: str, error, failed_step, host: Host | None = None,
+                lease: dt.datetime | None = None) -> None:
+    """End a run, then keep the flow's failure streak, pausing and error flow up to date.
+
+    With ``lease`` the end also checks the lease (raising LostLease), instead of a hold.
+    """
+    query = Run.update(status=status, error=error, failed_step=failed_step,
+                       finished_at=utcnow(), lease_until=None).where(Run.id == run.id)
+    if lease is not None:
+        query = query.where((Run.status == Run.RUNNING) & (Run.lease_until == lease))
+    if query.execute() != 1 and lease is not None:
+        raise LostLease(run.id)
     if status != Run.FAILED:  # the common case: no read, and a write only after failures
         Flow.update(failure_streak=0).where(
             (Flow.id == run.flow_id) & (Flow.failure_streak > 0)).execute()

@@ -6,6 +6,7 @@ is global except the Peewee database proxy that :func:`connector.store.init_db` 
 from __future__ import annotations
 
 import logging
+import threading
 
 from marshmallow import ValidationError
 
@@ -53,6 +54,10 @@ class Host:
         self.catalog = catalog
         self.box = load_box(self.settings)  # a missing key is reported before connecting
         self.database = store.init_db(self.settings.database_url)
+        self._opened: dict[str, dict] = {}  # open_sealed: sealed text -> its contents
+        self._clients = threading.local()  # {connection id: (version, client, adapters)}
+        self._clients_lock = threading.Lock()
+        self._all_clients: set[ApiClient] = set()  # every kept client, to close at the end
 
     # connections -------------------------------------------------------------------------
     def add_connection(self, name: str, app_key: str, credentials: dict,
@@ -92,12 +97,59 @@ class Host:
     def credentials(self, conn: Connection) -> dict:
         return self.box.open(conn.sealed)
 
+    def open_sealed(self, sealed: str) -> dict:
+        """Return a copy of what ``sealed`` holds, decrypting each sealed value once."""
+        opened = self._opened.get(sealed)
+        if opened is None:
+            opened = self.box.open(sealed)
+            if len(self._opened) >= 1024:
+                self._opened.clear()
+            self._opened[sealed] = opened
+        return dict(opened)
+
     def client(self, conn: Connection | None) -> ApiClient | None:
         """Return an API client for ``conn`` (None for actions that need no connection)."""
         if conn is None:
             return None
         return ApiClient(self.catalog.app(conn.app), self.credentials(conn), conn.base_url,
                          connection=conn)
+
+    def kept_client(self, conn: Connection | None) -> ApiClient | None:
+        """Return this thread's kept-alive client for ``conn``; the caller must not close it.
+
+        One per connection and thread, so its session's keep-alive connection to the service
+        and the decrypted credentials serve every step; rebuilt when the connection was
+        saved since (its ``updated_at``, sealed credentials or base URL changed).
+        """
+        if conn is None:
+            return None
+        kept = self._clients.__dict__
+        version = (conn.updated_at, conn.sealed, conn.base_url)
+        entry = kept.get(conn.id)
+        if entry is not None and entry[0] == version:
+            return entry[1]
+        if entry is not None:
+            self._drop(entry[1])
+        client = self.client(conn)
+        kept[conn.id] = (version, client, dict(client.session.adapters))
+        with self._clients_lock:
+            self._all_clients.add(client)
+        return client
+
+    def check_client(self, conn: Connection, client: ApiClient) -> None:
+        """Drop ``client`` from this thread's kept ones if a caller rewired its session."""
+        entry = self._clients.__dict__.get(conn.id)
+        # The generic HTTP action swaps in its SSRF-guarded adapters; a session changed like
+        # that must not serve the next step of another action.
+        if entry is not None and entry[1] is client and (
+                client.session.adapters != entry[2] or not client.session.trust_env):
+            del self._clients.__dict__[conn.id]
+            self._drop(client)
+
+    def _drop(self, client: ApiClient) -> None:
+        with self._clients_lock:
+            self._all_clients.discard(client)
+        client.close()
 
     def test_connection(self, name: str) -> dict:
         """Run the app's credential test; APIError carries the service's own message."""
@@ -141,5 +193,12 @@ class Host:
         store.set_meta("serve_url", url.rstrip("/"))
 
     def close(self) -> None:
+        """Close this thread's connection and every pooled one (the process is done with them)."""
         if not self.database.is_closed():
             self.database.close()
+        if hasattr(self.database, "close_all"):
+            self.database.close_all()
+        with self._clients_lock:
+            clients, self._all_clients = self._all_clients, set()
+        for client in clients:
+            client.close()

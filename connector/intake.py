@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from peewee import IntegrityError
+from peewee import JOIN, IntegrityError
 
 from . import store
 from .errors import APIError, SignatureError
@@ -205,14 +205,16 @@ class Reply:
 
 def receive_webhook(host: Host, token: str, request: WebhookRequest) -> tuple[Reply, Intake]:
     """Verify, parse and ingest one webhook request for the flow owning ``token``."""
-    flow = Flow.get_or_none(Flow.webhook_token == token)
+    flow = (Flow.select(Flow, TriggerState)
+            .join(TriggerState, JOIN.LEFT_OUTER, on=(TriggerState.flow == Flow.id), attr="state")
+            .where(Flow.webhook_token == token).first())
     if flow is None or not flow.enabled:
         return Reply(404, _error("NOT_FOUND", "no enabled flow listens at this URL")), Intake()
     trigger = host.catalog.trigger(flow.trigger_key)
     if not isinstance(trigger, WebhookTrigger):
         return Reply(404, _error("NOT_FOUND", "no enabled flow listens at this URL")), Intake()
-    state = TriggerState.get_or_none(TriggerState.flow == flow)
-    subscription = host.box.open(state.sealed_subscription) if (
+    state = flow.state if getattr(flow.state, "id", None) is not None else None
+    subscription = host.open_sealed(state.sealed_subscription) if (
         state and state.sealed_subscription) else {}
     ctx = TriggerContext(flow_name=flow.name, inputs=dict(flow.trigger_inputs or {}),
                          state=dict((state.cursor if state else None) or {}))

@@ -73,21 +73,24 @@ class Runtime:
         self._server = None
         self._thread: threading.Thread | None = None
 
-    def bind(self, address: str | None = None, port: int | None = None) -> str:
-        """Bind the server socket; return the root URL (the port is known after binding)."""
+    def bind(self, address: str | None = None, port: int | None = None,
+             fd: int | None = None) -> str:
+        """Bind the server socket (or serve the listening socket ``fd`` another process
+        bound, see connector.prefork); return the root URL."""
         settings = self.host.settings
         address = address or settings.host
         port = settings.port if port is None else port
         try:
             self._server = make_server(address, port, self.app, threaded=True,
-                                       request_handler=_AccessLog)
+                                       request_handler=_AccessLog, fd=fd)
         except SystemExit:  # werkzeug exits the process when the port is taken
             raise OSError(f"cannot listen on {address}:{port} (is it in use?)") from None
-        bound = self._server.server_port
+        bound = self._server.server_address[1]
         if bound != settings.port:
             self.host.settings = dataclasses.replace(settings, port=bound)
-        reachable = "127.0.0.1" if address in ("0.0.0.0", "::", "") else address
-        self.host.record_serve_url(f"http://{reachable}:{bound}")
+        if fd is None:
+            reachable = "127.0.0.1" if address in ("0.0.0.0", "::", "") else address
+            self.host.record_serve_url(f"http://{reachable}:{bound}")
         return f"http://{address}:{bound}"
 
     def start(self, address: str | None = None, port: int | None = 0) -> str:
@@ -107,7 +110,8 @@ class Runtime:
         if self.scheduler is not None:
             self.scheduler.start()
 
-    def serve_forever(self, address: str | None = None, port: int | None = None) -> None:
+    def serve_forever(self, address: str | None = None, port: int | None = None,
+                      fd: int | None = None) -> None:
         """Serve in the foreground until interrupted, then stop cleanly."""
         if self.role == "scheduler":  # no HTTP: lead (or wait to), execute, until stopped
             self._start_workers()
@@ -117,7 +121,7 @@ class Runtime:
             finally:
                 self.stop()
             return
-        url = self.bind(address, port)
+        url = self.bind(address, port, fd)
         self._start_workers()
         log.info("connector serving on %s (webhooks at %s/hooks/...; Ctrl-C to stop)", url,
                  self.host.webhook_base())

@@ -12,6 +12,8 @@ import datetime as dt
 import hashlib
 import json
 import re
+import threading
+from contextlib import contextmanager
 
 from peewee import (
     BigIntegerField, BooleanField, CharField, DatabaseProxy, DateTimeField, FloatField,
@@ -267,17 +269,21 @@ def init_db(url: str, upgrade: bool | None = None):
     An older schema is upgraded in place when ``upgrade`` is true (the default for the
     embedded SQLite database); otherwise the error says to run ``connector db upgrade``.
     """
+    release_pool()
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if not path:
             raise ConfigurationError(f"CONNECTOR_DATABASE_URL {url!r} names no SQLite file")
-        database = connect(url, pragmas={
+        # Pooled connections move between threads (werkzeug serves each request on a new
+        # one), hence check_same_thread off; peewee's thread-local state keeps one
+        # connection per thread at a time.
+        database = connect(pooled_url(url), check_same_thread=False, pragmas={
             "journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1,
             "synchronous": "normal",
-        })
+        }, **SQLITE_POOL)
     else:
         try:
-            database = connect(url)
+            database = connect(pooled_url(url), **POSTGRES_POOL)
         except (RuntimeError, ValueError, ImportError) as exc:
             raise ConfigurationError(
                 f"CONNECTOR_DATABASE_URL ({redact(url)}) cannot be used: {exc}") from None
@@ -304,6 +310,36 @@ def init_db(url: str, upgrade: bool | None = None):
     return database
 
 
+#: close() hands a connection back for the next request or run instead of ending it: no
+#: connect, pragmas or (on PostgreSQL) TCP and authentication per request, and no WAL
+#: checkpoint on the last close. SQLite connections are cheap and werkzeug serves every
+#: open client connection on a thread of its own, so they are not capped; PostgreSQL's
+#: are (the server's own cap is usually 100): past it a thread waits up to ``timeout``.
+POOL = {"stale_timeout": 600, "timeout": 30}
+SQLITE_POOL = {**POOL, "max_connections": None}
+POSTGRES_POOL = {**POOL, "max_connections": 48}
+_POOLED_SCHEMES = {"sqlite": "sqlite+pool", "postgres": "postgres+pool",
+                   "postgresql": "postgresql+pool"}
+
+
+def pooled_url(url: str) -> str:
+    """Return ``url`` with its scheme swapped for the pooled one of playhouse.db_url."""
+    scheme, sep, rest = url.partition("://")
+    return _POOLED_SCHEMES.get(scheme, scheme) + sep + rest if sep else url
+
+
+def release_pool(in_use: bool = False) -> None:
+    """Close the bound database's idle pooled connections; ``in_use`` also closes the ones
+    other threads hold (before a fork, when no other thread runs)."""
+    database = db.obj
+    if database is None or not hasattr(database, "close_idle"):
+        return
+    if in_use:
+        database.close_all()
+    else:
+        database.close_idle()
+
+
 def redact(url: str) -> str:
     """Return ``url`` with any password replaced, for messages."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
@@ -315,15 +351,24 @@ def set_meta(key: str, value: str) -> None:
         conflict_target=[Meta.key], update={Meta.value: value}).execute()
 
 
+@contextmanager
 def write_tx():
-    """Return a transaction that takes the write lock up front on SQLite.
+    """Run the block in a transaction that takes the write lock up front on SQLite.
 
     A deferred SQLite transaction that reads then writes can fail with "database is locked"
     instead of waiting; BEGIN IMMEDIATE makes it queue on busy_timeout like any writer.
+    Threads of one process queue on a lock first: SQLite's busy handler retries by
+    sleeping (up to 100 ms a try), which under load turned a 1 ms wait into a second.
     """
-    if is_sqlite():
-        return db.atomic(lock_type="IMMEDIATE")
-    return db.atomic()
+    if not is_sqlite():
+        with db.atomic():
+            yield
+        return
+    with _WRITE_LOCK, db.atomic(lock_type="IMMEDIATE"):
+        yield
+
+
+_WRITE_LOCK = threading.RLock()  # reentrant: a write may nest another (a savepoint)
 
 
 def is_sqlite() -> bool:

@@ -1,0 +1,108 @@
+"""Claims and leases: which runs are due, taking one atomically, and holding it.
+
+A claim is one conditional UPDATE (queued and due, or running with an expired lease), so two
+workers never run the same run at once and a crashed worker's runs are taken up again. It
+returns the claimed row itself (UPDATE ... RETURNING, SQLite >= 3.35 and PostgreSQL), so
+the executor reads nothing more to start. Every later write of the run renews the lease
+inside its own transaction (:func:`hold`), or stops with :class:`LostLease`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+
+from peewee import fn
+
+from . import store, throttle
+from .store import Flow, Run, utcnow
+
+
+class LostLease(Exception):
+    """Another worker took the run after our lease expired: stop without writing."""
+
+
+def _due(now):
+    return (((Run.status.in_(Run.DUE)) & (Run.next_attempt_at <= now)) |
+            ((Run.status == Run.RUNNING) & (Run.lease_until < now)))
+
+
+def due_runs(limit: int, exclude: set[int] = frozenset()) -> list[int]:
+    """Return ids of runs that can be claimed now (due, or with an expired lease).
+
+    A flow with a concurrency limit offers only as many runs as it has free slots, and
+    none while it is at its limit, so its queued runs wait without being claimed in vain.
+    """
+    now = utcnow()
+    query = (Run.select(Run.id, Run.next_attempt_at).join(Flow)
+             .where(_due(now) & Flow.paused_reason.is_null() &  # a paused flow's runs wait
+                    (Flow.concurrency == 0))
+             .order_by(Run.next_attempt_at, Run.id).limit(limit + len(exclude)))
+    picked = [(r.next_attempt_at, r.id) for r in query if r.id not in exclude]
+    for flow_id, free in throttle.free_slots(now).items():
+        if free <= 0:
+            continue
+        limited = (Run.select(Run.id, Run.next_attempt_at)
+                   .where((Run.flow == flow_id) & _due(now))
+                   .order_by(Run.next_attempt_at, Run.id).limit(free + len(exclude)))
+        picked += [(r.next_attempt_at, r.id) for r in limited if r.id not in exclude][:free]
+    picked.sort()
+    return [run_id for _, run_id in picked[:limit]]
+
+
+def claim(run_id: int, lease_seconds: int) -> dt.datetime | None:
+    """Atomically take ``run_id``; return the lease deadline, or None if someone else has it
+    (or its flow is paused, or runs as many runs as its concurrency allows)."""
+    run = claim_run(run_id, lease_seconds)
+    return None if run is None else run.lease_until
+
+
+def claim_run(run_id: int, lease_seconds: int) -> Run | None:
+    """Atomically take ``run_id``; return the claimed row (``lease_until`` is the lease).
+
+    A flow without a concurrency limit is claimed by one UPDATE ... RETURNING. When that
+    finds nothing, the run is either taken, not due, paused, or its flow has a limit; only
+    the last case goes on: the UPDATE then also counts the flow's executing runs, inside a
+    transaction that serializes the flow's claims (BEGIN IMMEDIATE on SQLite, the flow row
+    locked FOR UPDATE on PostgreSQL).
+    """
+    now = utcnow()
+    lease = now + dt.timedelta(seconds=lease_seconds)
+    update = (Run.update(status=Run.RUNNING, lease_until=lease, attempts=Run.attempts + 1,
+                         started_at=fn.COALESCE(Run.started_at, now))
+              .where((Run.id == run_id) & _due(now)))
+    unlimited = Run.flow.not_in(Flow.select(Flow.id).where(
+        Flow.paused_reason.is_null(False) | (Flow.concurrency != 0)))
+    with store.write_tx():  # queue with the other writers of this process (see write_tx)
+        run = _returning(update.where(unlimited), run_id)
+    if run is not None:
+        return run
+    flow_id = (Run.select(Run.flow).join(Flow)
+               .where((Run.id == run_id) & (Flow.concurrency != 0)).scalar())
+    if flow_id is None:
+        return None
+    with store.write_tx():
+        locked = Flow.select(Flow.concurrency).where(
+            (Flow.id == flow_id) & Flow.paused_reason.is_null())
+        limit = (locked if store.is_sqlite() else locked.for_update()).scalar()
+        if limit is None:  # paused meanwhile
+            return None
+        if limit:
+            update = update.where(throttle.busy(flow_id, now, other_than=run_id) < limit)
+        return _returning(update, run_id)
+
+
+def _returning(update, run_id: int) -> Run | None:
+    if store.is_sqlite() and sqlite3.sqlite_version_info < (3, 35):  # no RETURNING yet
+        return Run.get_by_id(run_id) if update.execute() == 1 else None
+    rows = list(update.returning(Run).execute())
+    return rows[0] if rows else None
+
+
+def hold(run_id: int, lease: dt.datetime, lease_seconds: int) -> dt.datetime:
+    """Renew the lease inside the current transaction, or raise LostLease."""
+    new = utcnow() + dt.timedelta(seconds=lease_seconds)
+    rows = Run.update(lease_until=new).where(
+        (Run.id == run_id) & (Run.status == Run.RUNNING) & (Run.lease_until == lease)).execute()
+    if rows != 1:
+        raise LostLease(run_id)
+    return new
