@@ -361,8 +361,25 @@ class SearchContacts(Search):
                                         idempotent=True))  # a read sent as POST
 
 
+class Rows(fields.List):
+    """A list of objects with text keys; checked in one pass when every row is well formed.
+
+    Only a list holding something else goes through marshmallow's per-row fields, for the
+    same error messages; 100,000 good rows load in milliseconds instead of seconds.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(fields.Dict(keys=fields.String()), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if type(value) is list and all(type(row) is dict and all(type(k) is str for k in row)
+                                       for row in value):
+            return [dict(row) for row in value]
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class ImportInputs(Schema):
-    contacts = fields.List(fields.Dict(keys=fields.String()), required=True,
+    contacts = Rows(required=True,
                            validate=validate.Length(min=1, max=100_000), metadata={
                                "label": "Contacts", "help": "A list of contacts (name, email, "
                                "phone, company, source, notes, tags, dnc, custom)."})
@@ -378,17 +395,28 @@ class ImportInputs(Schema):
 
 
 def batches(rows: list, size: int, max_bytes: int = IMPORT_BATCH_BYTES) -> list[list]:
-    """Split ``rows`` into runs of at most ``size`` rows and about ``max_bytes`` of JSON."""
-    out, current, weight = [], [], 0
-    for row in rows:
-        row_bytes = len(json.dumps(row, separators=(",", ":"))) + 1
-        if current and (len(current) >= size or weight + row_bytes > max_bytes):
-            out.append(current)
-            current, weight = [], 0
-        current.append(row)
-        weight += row_bytes
-    if current:
-        out.append(current)
+    """Split ``rows`` into runs of at most ``size`` rows and about ``max_bytes`` of JSON.
+
+    Each run is the longest that fits, as adding one row at a time would make it (a row
+    counts its compact JSON plus one byte). A run of ``size`` rows is measured with one
+    encoding; only where that is too big are the rows measured one by one, each once.
+    """
+    weights: list[int | None] = [None] * len(rows)
+    out, start = [], 0
+    while start < len(rows):
+        run = rows[start:start + size]
+        if weights[start] is not None or (
+                len(json.dumps(run, separators=(",", ":"))) - 1 > max_bytes):
+            weight = 0
+            for n, row in enumerate(run):
+                if weights[start + n] is None:
+                    weights[start + n] = len(json.dumps(row, separators=(",", ":"))) + 1
+                if n and weight + weights[start + n] > max_bytes:
+                    run = run[:n]
+                    break
+                weight += weights[start + n]
+        out.append(run)
+        start += len(run)
     return out
 
 
@@ -425,6 +453,7 @@ class ImportContacts(Action):
                     error["index"] += start
                 summary["errors"].append(error)
             start += len(rows)
+            ctx.progress(start, len(inputs["contacts"]))
         summary["batches"] = len(parts)
         return summary
 

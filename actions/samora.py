@@ -25,6 +25,7 @@ from marshmallow import (Schema, ValidationError, fields, post_load, validate,
                          validates_schema)
 
 from connector import Action, FatalAPIError, Search, UserError, hookimpl
+from connector.fields import fast_e164
 from connector.plugins.samora import E164_HELP, AgentId, SamoraPhone, normalize_e164
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -71,6 +72,31 @@ def body_size(body) -> int:
 def variables_size(variables: dict) -> int:
     """Return the size the 4 KiB call_variables limit counts: compact UTF-8 JSON."""
     return len(json.dumps(variables, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def surely_fits(variables: dict) -> bool:
+    """Return True when text-only ``variables`` fit in 4 KiB whatever their characters.
+
+    A character takes at most 6 bytes in compact UTF-8 JSON (``\\u001f``), so this bounds
+    the size without encoding; False means "measure it" (:func:`variables_size`).
+    """
+    bound = 2  # {}
+    for key, value in variables.items():
+        if type(key) is not str or type(value) is not str:
+            return False
+        bound += 6 * (len(key) + len(value)) + 6  # four quotes, a colon, a comma
+    return bound <= MAX_VARIABLES_BYTES
+
+
+def samora_number(phone) -> str:
+    """Return ``phone`` as Samora's E.164 (:func:`normalize_e164`), or raise ValidationError.
+
+    Text already in strict E.164 of 10-15 digits that phonenumbers would take unchanged
+    (:func:`connector.fields.fast_e164`) is returned as it is, without parsing it again.
+    """
+    if type(phone) is str and 11 <= len(phone) <= 16 and fast_e164(phone):
+        return phone
+    return normalize_e164(phone)
 
 
 def check_body(body, what: str):
@@ -453,10 +479,18 @@ class Recipients(fields.List):
         if isinstance(value, str):
             value = [p.strip() for p in value.replace(";", ",").replace("\n", ",").split(",")
                      if p.strip()]
+        if type(value) is list and None not in value:
+            return list(value)  # what Raw() would give; AddRecipientsInputs.clean checks each
         return super()._deserialize(value, attr, data, **kwargs)
 
 
 class AddRecipientsInputs(CampaignInputs):
+    """Every recipient is checked before anything is sent: one bad row sends nothing.
+
+    Checking costs a few microseconds a number (the E.164 fast path, a size bound instead
+    of encoding each call_variables), so 100,000 numbers are ready in well under a second.
+    """
+
     recipients = Recipients(required=True, metadata={
         "label": "Recipients", "help": "Phone numbers (E.164), or objects with phone_number "
                                        "and call_variables; any number, sent 5000 at a time."})
@@ -469,26 +503,28 @@ class AddRecipientsInputs(CampaignInputs):
         shared = data.get("call_variables") or {}
         cleaned, seen, errors = [], set(), []
         for i, entry in enumerate(data["recipients"]):
-            phone, own = entry, {}
+            phone, own = entry, None
             if isinstance(entry, dict):
-                phone = next((entry[k] for k in ("phone_number", "phone", "to_number")
-                              if entry.get(k)), None)
-                own = entry.get("call_variables") or {}
-            if not isinstance(own, dict):
-                errors.append(f"recipients[{i}]: call_variables must be an object")
-                continue
+                phone = (entry.get("phone_number") or entry.get("phone")
+                         or entry.get("to_number") or None)
+                own = entry.get("call_variables") or None
+                if own is not None and not isinstance(own, dict):
+                    errors.append(f"recipients[{i}]: call_variables must be an object")
+                    continue
             try:
-                number = normalize_e164(phone)
+                number = samora_number(phone)
             except ValidationError as err:
                 errors.append(f"recipients[{i}]: {err.messages[0]}")
                 continue
-            variables = {**shared, **own}
-            size = variables_size(variables)
-            if size > MAX_VARIABLES_BYTES:
-                errors.append(f"recipients[{i}]: call_variables for {number} are {size} bytes "
-                              f"as JSON; Samora allows at most {MAX_VARIABLES_BYTES} bytes "
-                              "(4 KiB) per phone number")
-            elif number not in seen:
+            variables = {**shared, **own} if own else shared
+            if variables and not surely_fits(variables):
+                size = variables_size(variables)
+                if size > MAX_VARIABLES_BYTES:
+                    errors.append(f"recipients[{i}]: call_variables for {number} are {size} "
+                                  f"bytes as JSON; Samora allows at most {MAX_VARIABLES_BYTES} "
+                                  "bytes (4 KiB) per phone number")
+                    continue
+            if number not in seen:
                 seen.add(number)
                 cleaned.append({"phone_number": number, "call_variables": variables}
                                if variables else {"phone_number": number})
@@ -501,19 +537,29 @@ class AddRecipientsInputs(CampaignInputs):
 
 
 def recipient_batches(recipients: list[dict]):
-    """Yield lists of recipients whose request holds at most 5000 numbers and 2 MiB."""
+    """Yield lists of recipients whose request holds at most 5000 numbers and 2 MiB.
+
+    Each batch is the longest run that fits, as adding one recipient at a time would make
+    it. A run of 5000 is measured with one encoding; only where that is too big are the
+    recipients measured one by one, each once.
+    """
+    sizes: list[int | None] = [None] * len(recipients)  # a recipient's JSON, once measured
     empty = body_size({"recipients": []})
-    batch, size = [], empty
-    for recipient in recipients:
-        extra = body_size(recipient) + (2 if batch else 0)  # ", " between items
-        if batch and (len(batch) >= MAX_RECIPIENTS or size + extra > MAX_BODY_BYTES):
-            yield batch
-            batch, size = [], empty
-            extra -= 2
-        batch.append(recipient)
-        size += extra
-    if batch:
+    start = 0
+    while start < len(recipients):
+        batch = recipients[start:start + MAX_RECIPIENTS]
+        if sizes[start] is not None or body_size({"recipients": batch}) > MAX_BODY_BYTES:
+            size = empty
+            for n, recipient in enumerate(batch):
+                if sizes[start + n] is None:
+                    sizes[start + n] = body_size(recipient)
+                extra = sizes[start + n] + (2 if n else 0)  # ", " between items
+                if n and size + extra > MAX_BODY_BYTES:
+                    batch = batch[:n]
+                    break
+                size += extra
         yield batch
+        start += len(batch)
 
 
 class AddRecipients(Action):
@@ -539,6 +585,7 @@ class AddRecipients(Action):
         added = duplicates = 0
         total = None
         batches = list(recipient_batches(inputs["recipients"]))
+        done, count = 0, len(inputs["recipients"])
         for i, batch in enumerate(batches):
             body = {"recipients": batch}
             result = unwrap(ctx.once(f"{ctx.idempotency_key}:batch{i}",
@@ -547,6 +594,8 @@ class AddRecipients(Action):
             added += int(result.get("added", len(batch)) or 0)
             duplicates += int(result.get("duplicates", 0) or 0)
             total = result.get("total_recipients", total)
+            done += len(batch)
+            ctx.progress(done, count)
         return {"campaign_id": inputs["campaign_id"],
                 "requested": len(inputs["recipients"]) + inputs["repeated"],
                 "sent": len(inputs["recipients"]), "added": added,

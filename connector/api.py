@@ -153,15 +153,23 @@ _PLACE = re.compile(r"^([A-Za-z_][\w]*(?:\[\d+\]|\.[\w-]+)*): (.+)$", re.S)
 
 
 def _flow_error(exc: FlowError):
-    """A FlowError names one place, like `steps[0].inputs.agent_id: Not a valid UUID.`."""
+    """A FlowError names its place, like `steps[0].inputs.agent_id: Not a valid UUID.`;
+    flows.FlowErrors holds several, and the details list every one."""
+    details: dict[str, list[str]] = {}
+    for one in getattr(exc, "errors", None) or [exc]:
+        for place, message in _flow_places(one).items():
+            details.setdefault(place, []).extend(message)
+    return envelope(422, "VALIDATION_ERROR", str(exc), details)
+
+
+def _flow_places(exc: FlowError) -> dict[str, list[str]]:
     message = str(exc)
     if exc.field:
-        return envelope(422, "VALIDATION_ERROR", message,
-                        {exc.field: [message[len(exc.field) + 2:]]})
-    match = _PLACE.match(message)  # marshmallow's first error, already prefixed by flows
+        return {exc.field: [message[len(exc.field) + 2:]]}
+    match = _PLACE.match(message)  # a message that starts with its place
     if match:
-        return envelope(422, "VALIDATION_ERROR", message, {match.group(1): [match.group(2)]})
-    return envelope(422, "VALIDATION_ERROR", message, {"_body": [message]})
+        return {match.group(1): [match.group(2)]}
+    return {"_body": [message]}
 
 
 @api.errorhandler(ConnectorError)
@@ -234,6 +242,7 @@ def _component(kind: str, entry) -> dict:
             "type": getattr(cls, "kind", None) if kind == "trigger" else None,
             "control": getattr(cls, "control", None),
             "needs_connection": getattr(cls, "needs_connection", True),
+            "any_connection": bool(getattr(cls, "any_connection", False)),
             "inputs": describe_schema(cls.Inputs), "sample": dict(cls.sample or {})}
 
 
@@ -542,6 +551,15 @@ def flows_replace(name):
                                "cannot be renamed)")
     data.pop("enabled", None)  # switching on and off has its own endpoints
     return reply(s.FlowDetail, _flow_detail(flows.save(_host(), data)))
+
+
+@route("/flows/<name>", "PATCH", "write", "Change a flow's settings (description, concurrency, "
+       "on_failure) without resending its definition; what is left out stays as it is",
+       "flows", body=flows.FlowSettings, response=s.FlowDetail)
+def flows_patch(name):
+    flow = flows.get(name)
+    changes = load_body(flows.FlowSettings)
+    return reply(s.FlowDetail, _flow_detail(flows.update_settings(flow, changes)))
 
 
 @route("/flows/<name>", "DELETE", "write", "Switch a flow off and delete it with its runs",

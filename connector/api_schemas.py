@@ -127,6 +127,8 @@ class Component(Schema):
     control = fields.String(allow_none=True, metadata={"description": "loop or paths for "
                                                        "steps that nest other steps"})
     needs_connection = fields.Boolean()
+    any_connection = fields.Boolean(metadata={
+        "description": "True when a step may use a connection of any app, or none"})
     inputs = fields.List(fields.Nested(InputField), required=True)
     sample = _object(metadata={"description": "A sample item or output, for mapping fields"})
 

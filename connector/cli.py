@@ -263,16 +263,16 @@ def flows():
 @click.option("--enable", is_flag=True, help="Switch each flow on after saving it.")
 @click.pass_context
 def flows_add(ctx, files, enable):
-    """Validate and save flows from YAML files (a flow of the same name is replaced)."""
+    """Validate and save flows from YAML files (a flow of the same name is replaced).
+
+    Every file is checked before any is saved; a flow's error flow may be in another of
+    the files, and is saved (and switched on) first.
+    """
     from . import flows as flows_mod
 
     host = _host(ctx)
-    for path in files:
-        data = flows_mod.load_file(path)
-        try:
-            flow = flows_mod.save(host, data)
-        except UserError as exc:
-            raise UserError(f"{path}: {exc}") from None
+    loaded = [(path, flows_mod.load_file(path)) for path in files]
+    for path, data, flow in flows_mod.save_all(host, loaded):
         click.echo(f"flow {flow.name} saved from {path}")
         if enable or data.get("enabled"):
             _enable(host, flow, backfill=False)

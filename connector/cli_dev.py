@@ -318,11 +318,12 @@ def run_trigger(host, key: str, connection: str | None = None, inputs: dict | No
 
 
 def run_action(host, key: str, connection: str | None = None, inputs: dict | None = None,
-               idempotency_key: str | None = None) -> dict:
+               idempotency_key: str | None = None, progress=None) -> dict:
     """Run action or search ``key`` once, outside any flow, and return its output.
 
     ``ctx.once`` goes through the host's idempotency ledger under ``idempotency_key``
     (random when not given): invoking twice with the same key and inputs repeats nothing.
+    ``progress(done, total)`` receives what the action reports with ``ctx.progress``.
     """
     from .ledger import once
     from .sdk import ActionContext
@@ -339,7 +340,8 @@ def run_action(host, key: str, connection: str | None = None, inputs: dict | Non
     ctx = ActionContext(flow_name=f"invoke:{key}", run_id=0, step_name=key,
                         idempotency_key=idem, client=client,
                         once=lambda k, request, call: once(action.key, k, request, call,
-                                                           None, key))
+                                                           None, key),
+                        on_progress=progress)
     try:
         output = action.run(ctx, loaded)
     finally:
@@ -526,7 +528,11 @@ def invoke(ctx, key, connection, pairs, json_file, state_file, body_file, conten
                             *host.catalog.searches})
             raise NotFound(f"no trigger, action or search {key!r}"
                            f"{_close(key, known)}")
-        output = run_action(host, key, connection, inputs, idempotency_key)
+        progress = ProgressLine(key, sys.stderr)
+        try:
+            output = run_action(host, key, connection, inputs, idempotency_key, progress)
+        finally:
+            progress.close()
     except APIError as exc:
         raise UserError(f"{key}: {exc}") from None
     except (ValueError, KeyError, TypeError) as exc:
@@ -534,6 +540,34 @@ def invoke(ctx, key, connection, pairs, json_file, state_file, body_file, conten
             raise
         raise UserError(f"{key}: {exc.__class__.__name__}: {exc}") from None
     click.echo(json.dumps(output, indent=2, default=str))
+
+
+class ProgressLine:
+    """Print an action's ``ctx.progress`` to ``stream``: one line each, or one line
+    rewritten in place on a terminal."""
+
+    def __init__(self, key: str, stream):
+        self.key = key
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.open = False  # a terminal line is waiting for its end
+
+    def __call__(self, done: int, total: int) -> None:
+        share = f" ({100 * done // total}%)" if total > 0 else ""
+        line = f"{self.key}: {done} of {total} done{share}"
+        if self.tty:
+            self.open = done < total
+            self.stream.write("\r" + line + ("" if self.open else "\n"))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End a line left open on a terminal (the action stopped part way)."""
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False
 
 
 def _close(key: str, known: list[str]) -> str:

@@ -11,14 +11,20 @@ One model, two views: a flow saved from YAML exports back to the same YAML shape
         inputs: {agent_id: "...", to_number: "{{ trigger.phone }}"}
         filter: [{field: trigger.phone, op: exists}]
 
-Every error names the place in the file (``steps[0].inputs.to_number``) and what was expected.
+Every error names the place in the file (``steps[0].inputs.to_number``) and what was expected;
+a definition with several bad places raises FlowErrors listing all of them. An error flow
+(``on_failure.error_flow``) must be another flow that exists, or one saved in the same
+batch (:func:`save_all`, what ``connector flows add`` of several files uses). The name
+``new`` is refused: /ui/flows/new is the builder's page for a new flow.
 """
 from __future__ import annotations
 
 import datetime as dt
 import re
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Collection, Iterable, Iterator
 
 import yaml
 from marshmallow import Schema, ValidationError, fields, validate
@@ -34,6 +40,14 @@ NAME = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
 STEP_NAME = validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
                             error="expected an identifier (letters, digits, '_')")
 _STEP_REF = re.compile(r"steps\.([A-Za-z_][A-Za-z0-9_]*)")
+#: names the UI's own pages take under /ui/flows/ (the builder's new-flow page)
+RESERVED_NAMES = {"new": "/ui/flows/new is the page that builds a new flow"}
+
+
+def _not_reserved(name: str) -> None:
+    if name in RESERVED_NAMES:
+        raise ValidationError(f"{name!r} is reserved ({RESERVED_NAMES[name]}); choose "
+                              "another name")
 
 
 class TriggerSpec(Schema):
@@ -66,18 +80,41 @@ class OnFailureSpec(Schema):
     error_flow = fields.String(load_default=None, validate=NAME)
 
 
+CONCURRENCY_HELP = ("Runs of this flow executing at once, across all workers; 1 runs them "
+                    "strictly one at a time; 0 (the default) sets no limit")
+
+
 class FlowSpec(Schema):
-    name = fields.String(required=True, validate=NAME)
+    name = fields.String(required=True, validate=[NAME, _not_reserved])
     description = fields.String(load_default="")
     on_failure = fields.Nested(OnFailureSpec, load_default=dict)
     concurrency = fields.Integer(load_default=0, validate=validate.Range(min=0, max=1000),
-                                 metadata={"description": "Runs of this flow executing at "
-                                           "once, across all workers; 1 runs them strictly "
-                                           "one at a time; 0 (the default) sets no limit"})
+                                 metadata={"description": CONCURRENCY_HELP})
     enabled = fields.Boolean(load_default=None)
     trigger = fields.Nested(TriggerSpec, required=True)
     steps = fields.List(fields.Nested(StepSpec), required=True,
                         validate=validate.Length(min=1, error="expected at least one step"))
+
+
+def _error_flow_name(value: str) -> None:
+    if value != "":  # "" (like null) names no error flow
+        NAME(value)
+
+
+class OnFailureSettings(Schema):
+    pause_after = fields.Integer(validate=validate.Range(min=0, max=1000), metadata={
+        "description": "Pause the flow after this many failed runs in a row; 0 never"})
+    error_flow = fields.String(allow_none=True, validate=_error_flow_name, metadata={
+        "description": "The flow told about each failed run; null or \"\" for none"})
+
+
+class FlowSettings(Schema):
+    """A flow's settings, for PATCH: what is left out stays as it is; steps are untouched."""
+
+    description = fields.String()
+    concurrency = fields.Integer(validate=validate.Range(min=0, max=1000),
+                                 metadata={"description": CONCURRENCY_HELP})
+    on_failure = fields.Nested(OnFailureSettings)
 
 
 def load_file(path: str | Path) -> dict:
@@ -102,12 +139,45 @@ def load_file(path: str | Path) -> dict:
     return data
 
 
-def _messages(err: ValidationError, prefix: str = "") -> str:
-    first = []
+class FlowErrors(FlowError):
+    """Several places of one definition are invalid; ``errors`` holds one FlowError each.
+
+    The message lists them all (``steps[0].inputs.x: ...; steps[2].inputs.y: ...``); a
+    single bad place is raised as its own FlowError, with its message unchanged.
+    """
+
+    def __init__(self, errors: list[FlowError]):
+        self.errors = errors
+        super().__init__("; ".join(str(e) for e in errors))
+
+
+class _Found:
+    """The errors found so far in one definition."""
+
+    def __init__(self):
+        self.errors: list[FlowError] = []
+
+    @contextmanager
+    def collect(self) -> Iterator[None]:
+        """Record a FlowError raised inside the block, and go on after it."""
+        try:
+            yield
+        except FlowError as exc:
+            self.errors.extend(getattr(exc, "errors", None) or [exc])
+
+    def check(self) -> None:
+        """Raise what was found: one FlowError as it is, several as FlowErrors."""
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise FlowErrors(self.errors)
+
+
+def _field_errors(err: ValidationError, prefix: str = "") -> FlowError:
+    """Return marshmallow's messages as one FlowError per message, naming its place."""
+    found: list[FlowError] = []
 
     def walk(messages, path):
-        if first:
-            return
         if isinstance(messages, dict):
             for key, value in messages.items():
                 if isinstance(key, int) or key == "":
@@ -115,101 +185,150 @@ def _messages(err: ValidationError, prefix: str = "") -> str:
                 else:
                     sub = f"{path}.{key}" if path else str(key)
                 walk(value, sub)
-        elif isinstance(messages, list) and messages and isinstance(messages[0], str):
-            first.append(f"{path}: {messages[0]}" if path else messages[0])
+        elif isinstance(messages, list) and messages and all(
+                isinstance(m, str) for m in messages):
+            found.extend(FlowError(m, path or None) for m in messages)
+        elif isinstance(messages, list):
+            for message in messages:
+                walk(message, path)
+        else:
+            found.append(FlowError(str(messages), path or None))
 
     walk(err.messages, prefix)
-    return first[0] if first else str(err.messages)
+    if not found:
+        return FlowError(str(err.messages), prefix or None)
+    return found[0] if len(found) == 1 else FlowErrors(found)
 
 
-def validate_definition(host: Host, data: dict) -> dict:
-    """Return the normalized definition or raise FlowError naming the first bad field."""
+def validate_definition(host: Host, data: dict, batch: Collection[str] = ()) -> dict:
+    """Return the normalized definition or raise FlowError naming every bad field.
+
+    ``batch`` names flows saved together with this one (``flows add`` of a directory):
+    they count as existing when ``on_failure.error_flow`` names one of them.
+    """
     try:
         spec = FlowSpec().load(data)
     except ValidationError as err:
-        raise FlowError(_messages(err)) from None
+        raise _field_errors(err) from None
+    found = _Found()
+    with found.collect():
+        _check_error_flow(spec, batch)
     catalog = host.catalog
     trig = spec["trigger"]
-    try:
-        trigger_cls = type(catalog.trigger(trig["key"]))
-    except NotFound as exc:
-        raise FlowError(str(exc), "trigger.key") from None
-    try:
-        trig["inputs"] = trigger_cls.Inputs().load(trig["inputs"])
-    except ValidationError as err:
-        raise FlowError(_messages(err, "trigger.inputs")) from None
-    trig["connection"] = _resolve_connection(host, trig["connection"], trigger_cls.app,
-                                             "trigger.connection")
-    if trig["poll_interval"] is None and issubclass(trigger_cls, PollTrigger):
-        trig["poll_interval"] = trigger_cls.default_interval
-    _validate_steps(host, spec["steps"], "steps", seen=[], visible=[])
+    trigger_cls = None
+    with found.collect():
+        try:
+            trigger_cls = type(catalog.trigger(trig["key"]))
+        except NotFound as exc:
+            raise FlowError(str(exc), "trigger.key") from None
+    if trigger_cls is not None:
+        with found.collect():
+            try:
+                trig["inputs"] = trigger_cls.Inputs().load(trig["inputs"])
+            except ValidationError as err:
+                raise _field_errors(err, "trigger.inputs") from None
+        with found.collect():
+            trig["connection"] = _resolve_connection(host, trig["connection"], trigger_cls.app,
+                                                     "trigger.connection")
+        if trig["poll_interval"] is None and issubclass(trigger_cls, PollTrigger):
+            trig["poll_interval"] = trigger_cls.default_interval
+    _validate_steps(host, spec["steps"], "steps", seen=[], visible=[], found=found)
+    found.check()
     return spec
 
 
+def _check_error_flow(spec: dict, batch: Collection[str]) -> None:
+    """Raise FlowError unless the error flow is another flow, saved or in ``batch``."""
+    target = spec["on_failure"].get("error_flow")
+    if not target:
+        return
+    if target == spec["name"]:
+        raise FlowError("a flow cannot be its own error flow", "on_failure.error_flow")
+    if target not in batch and Flow.get_or_none(Flow.name == target) is None:
+        raise FlowError(f"no flow named {target!r}", "on_failure.error_flow")
+
+
 def _validate_steps(host: Host, steps: list[dict], where: str, seen: list[str],
-                    visible: list[str]) -> None:
-    """Check a list of steps (recursively); ``seen`` holds every name used in the flow,
-    ``visible`` the names whose outputs a template here may use (earlier, not in a loop)."""
+                    visible: list[str], found: _Found) -> None:
+    """Check a list of steps (recursively), recording each error in ``found``; ``seen``
+    holds every name used in the flow, ``visible`` the names whose outputs a template here
+    may use (earlier, not in a loop)."""
     for i, step in enumerate(steps):
         here = f"{where}[{i}]"
-        try:
-            action = host.catalog.action(step["action"])
-        except NotFound as exc:
-            raise FlowError(str(exc), f"{here}.action") from None
+        action = None
+        with found.collect():
+            try:
+                action = host.catalog.action(step["action"])
+            except NotFound as exc:
+                raise FlowError(str(exc), f"{here}.action") from None
         name = step["name"] or _default_name(step["action"], seen)
         if name in seen:
-            raise FlowError(f"step name {name!r} is used twice", f"{here}.name")
+            found.errors.append(FlowError(f"step name {name!r} is used twice", f"{here}.name"))
         step["name"] = name
-        _check_inputs(type(action), step["inputs"], f"{here}.inputs")
-        for ref in _STEP_REF.findall(str(step["inputs"]) + str(step["filter"] or "")):
+        if action is None:  # nothing more can be checked against the catalog
+            seen.append(name)
+            visible.append(name)
+            continue
+        _check_inputs(type(action), step["inputs"], f"{here}.inputs", found)
+        refs = _STEP_REF.findall(str(step["inputs"]) + str(step["filter"] or ""))
+        for ref in dict.fromkeys(refs):
             if ref not in visible:
                 hint = (f"{ref!r} runs inside a loop; outside it use steps.<loop>.iterations"
                         if ref in seen else f"{ref!r}, which is not an earlier step")
-                raise FlowError(f"refers to step {hint}", f"{here}.inputs")
+                found.errors.append(FlowError(f"refers to step {hint}", f"{here}.inputs"))
         if step["filter"] is not None:
-            conditions.validate(step["filter"], f"{here}.filter")
-        if action.any_connection:
-            if step["connection"] is not None and Connection.get_or_none(
-                    Connection.name == step["connection"]) is None:
-                raise FlowError(f"no connection named {step['connection']!r}",
-                                f"{here}.connection")
-        else:
-            step["connection"] = (_resolve_connection(host, step["connection"], action.app,
-                                                      f"{here}.connection")
-                                  if action.needs_connection else None)
+            with found.collect():
+                conditions.validate(step["filter"], f"{here}.filter")
+        with found.collect():
+            if action.any_connection:
+                if step["connection"] is not None and Connection.get_or_none(
+                        Connection.name == step["connection"]) is None:
+                    raise FlowError(f"no connection named {step['connection']!r}",
+                                    f"{here}.connection")
+            else:
+                step["connection"] = (_resolve_connection(host, step["connection"], action.app,
+                                                          f"{here}.connection")
+                                      if action.needs_connection else None)
         seen.append(name)
-        _validate_nesting(host, action, step, here, seen, visible)
+        _validate_nesting(host, action, step, here, seen, visible, found)
         visible.append(name)
 
 
-def _validate_nesting(host, action, step, here, seen, visible) -> None:
+def _validate_nesting(host, action, step, here, seen, visible, found: _Found) -> None:
     control = getattr(action, "control", None)
     if control == "loop":
         if not step["steps"] or step["branches"] is not None:
-            raise FlowError(f"{action.key} runs the steps nested under it: give 'steps' "
-                            "(a list of steps), not 'branches'", f"{here}.steps")
+            found.errors.append(FlowError(
+                f"{action.key} runs the steps nested under it: give 'steps' (a list of "
+                "steps), not 'branches'", f"{here}.steps"))
+            return
         # inside: the outer names, the loop's own output, and earlier siblings in the loop
-        _validate_steps(host, step["steps"], f"{here}.steps", seen, [*visible, step["name"]])
+        _validate_steps(host, step["steps"], f"{here}.steps", seen, [*visible, step["name"]],
+                        found)
     elif control == "paths":
         if not step["branches"] or step["steps"] is not None:
-            raise FlowError(f"{action.key} branches: give 'branches' (each with a name, "
-                            "conditions and steps), not 'steps'", f"{here}.branches")
+            found.errors.append(FlowError(
+                f"{action.key} branches: give 'branches' (each with a name, conditions and "
+                "steps), not 'steps'", f"{here}.branches"))
+            return
         names, after = set(), []
         for j, branch in enumerate(step["branches"]):
             bwhere = f"{here}.branches[{j}]"
             if branch["name"] in names:
-                raise FlowError(f"branch name {branch['name']!r} is used twice",
-                                f"{bwhere}.name")
+                found.errors.append(FlowError(f"branch name {branch['name']!r} is used twice",
+                                              f"{bwhere}.name"))
             names.add(branch["name"])
             if branch["conditions"] is not None:
-                conditions.validate(branch["conditions"], f"{bwhere}.conditions")
+                with found.collect():
+                    conditions.validate(branch["conditions"], f"{bwhere}.conditions")
             inner = [*visible, step["name"]]
-            _validate_steps(host, branch["steps"], f"{bwhere}.steps", seen, inner)
+            _validate_steps(host, branch["steps"], f"{bwhere}.steps", seen, inner, found)
             after.extend(n for n in inner if n not in visible)
         visible.extend(after)  # a branch's outputs are usable after the paths step
     elif step["steps"] is not None or step["branches"] is not None:
-        raise FlowError(f"{action.key} takes no nested steps or branches",
-                        f"{here}.{'steps' if step['steps'] is not None else 'branches'}")
+        found.errors.append(FlowError(
+            f"{action.key} takes no nested steps or branches",
+            f"{here}.{'steps' if step['steps'] is not None else 'branches'}"))
 
 
 def _default_name(action_key: str, taken: list[str]) -> str:
@@ -220,33 +339,41 @@ def _default_name(action_key: str, taken: list[str]) -> str:
     return name
 
 
-def _check_inputs(action_cls, inputs: dict, where: str) -> None:
+def _check_inputs(action_cls, inputs: dict, where: str, found: _Found) -> None:
+    """Record in ``found`` every input that is unknown, missing, or wrong as written."""
     schema = action_cls.Inputs()
     known = {fld.data_key or name: fld for name, fld in schema.fields.items()}
+    before = len(found.errors)
     for key in inputs:
         if key not in known:
-            raise FlowError(f"unknown input; {action_cls.key} takes: {', '.join(known)}",
-                            f"{where}.{key}")
+            found.errors.append(FlowError(f"unknown input; {action_cls.key} takes: "
+                                          f"{', '.join(known)}", f"{where}.{key}"))
     for key, fld in known.items():
         if fld.required and key not in inputs:
-            raise FlowError(f"required input of {action_cls.key} is missing", f"{where}.{key}")
-    templates.check(inputs, where)
+            found.errors.append(FlowError(f"required input of {action_cls.key} is missing",
+                                          f"{where}.{key}"))
+    complete = len(found.errors) == before
+    for key, value in inputs.items():
+        with found.collect():
+            templates.check(value, f"{where}.{key}")
     # Literal values can be checked now, field by field; schema-wide rules wait for the run,
-    # when templates have been rendered, unless nothing is a template: then check it all.
-    if not any(_has_template(v) for v in inputs.values()):
+    # when templates have been rendered, unless nothing is a template (and nothing is
+    # unknown or missing, already said): then check it all.
+    if complete and not any(_has_template(v) for v in inputs.values()):
         try:
             schema.load(inputs)
         except ValidationError as err:
-            raise FlowError(_messages(err, where)) from None
+            with found.collect():
+                raise _field_errors(err, where) from None
         return
     for key, value in inputs.items():
-        if _has_template(value):
+        if _has_template(value) or key not in known:
             continue
         try:
             known[key].deserialize(value, key, inputs)
         except ValidationError as err:
             message = err.messages[0] if isinstance(err.messages, list) else str(err.messages)
-            raise FlowError(str(message), f"{where}.{key}") from None
+            found.errors.append(FlowError(str(message), f"{where}.{key}"))
 
 
 def _has_template(value) -> bool:
@@ -274,9 +401,12 @@ def _resolve_connection(host: Host, name: str | None, app_key: str, where: str) 
     return name
 
 
-def save(host: Host, data: dict) -> Flow:
-    """Validate and store a definition, replacing the steps of a flow of the same name."""
-    spec = validate_definition(host, data)
+def save(host: Host, data: dict, batch: Collection[str] = ()) -> Flow:
+    """Validate and store a definition, replacing the steps of a flow of the same name.
+
+    ``batch``: see :func:`validate_definition`.
+    """
+    spec = validate_definition(host, data, batch)
     trig = spec["trigger"]
     conn = lambda name: host.connection(name) if name else None  # noqa: E731
     with store.write_tx():
@@ -290,8 +420,6 @@ def save(host: Host, data: dict) -> Flow:
         flow.pause_after = spec["on_failure"].get("pause_after", 0)
         flow.error_flow = spec["on_failure"].get("error_flow")
         flow.concurrency = spec["concurrency"] or 0
-        if flow.error_flow == spec["name"]:
-            raise FlowError("a flow cannot be its own error flow", "on_failure.error_flow")
         flow.trigger_key = trig["key"]
         flow.trigger_connection = conn(trig["connection"])
         flow.trigger_inputs = trig["inputs"]
@@ -302,6 +430,68 @@ def save(host: Host, data: dict) -> Flow:
         _save_steps(flow, spec["steps"], conn)
         TriggerState.insert(flow=flow).on_conflict_ignore().execute()
     return flow
+
+
+def update_settings(flow: Flow, changes: dict) -> Flow:
+    """Change only the settings in ``changes`` (loaded by FlowSettings); return the flow.
+
+    Steps, trigger and every other column stay as they are, so a concurrent edit of the
+    steps (or the engine pausing the flow) is never overwritten.
+    """
+    on_failure = changes.get("on_failure") or {}
+    columns = {}
+    if "description" in changes:
+        columns[Flow.description] = changes["description"]
+    if "concurrency" in changes:
+        columns[Flow.concurrency] = changes["concurrency"]
+    if "pause_after" in on_failure:
+        columns[Flow.pause_after] = on_failure["pause_after"]
+    if "error_flow" in on_failure:
+        target = on_failure["error_flow"] or None
+        _check_error_flow({"name": flow.name, "on_failure": {"error_flow": target}}, ())
+        columns[Flow.error_flow] = target
+    if columns:
+        with store.write_tx():
+            columns[Flow.updated_at] = utcnow()
+            Flow.update(columns).where(Flow.id == flow.id).execute()
+    return Flow.get_by_id(flow.id)
+
+
+def save_all(host: Host, definitions: Iterable[tuple[str, dict]]
+             ) -> Iterator[tuple[str, dict, Flow]]:
+    """Save several (label, definition) pairs; yield (label, definition, flow) as saved.
+
+    Every definition is checked before any is saved, so one bad file saves nothing; an
+    error flow may be one defined in the same batch, and is saved before the flows naming
+    it. A bad definition raises UserError prefixed with its label (the file's path).
+    """
+    items = list(definitions)
+    names = {data.get("name") for _, data in items if isinstance(data.get("name"), str)}
+    for label, data in items:
+        try:
+            validate_definition(host, data, names)
+        except UserError as exc:
+            raise UserError(f"{label}: {exc}") from None
+    by_name = {data.get("name"): n for n, (_, data) in enumerate(items)}
+    order: list[int] = []
+
+    def visit(n: int, path: tuple[int, ...] = ()) -> None:
+        if n in order or n in path:
+            return  # saved already, or a cycle (A tells B, B tells A): both names known
+        target = (items[n][1].get("on_failure") or {}).get("error_flow")
+        if target in by_name:
+            visit(by_name[target], (*path, n))
+        order.append(n)
+
+    for n in range(len(items)):
+        visit(n)
+    for n in order:
+        label, data = items[n]
+        try:
+            flow = save(host, data, names)
+        except UserError as exc:
+            raise UserError(f"{label}: {exc}") from None
+        yield label, data, flow
 
 
 def _save_steps(flow: Flow, steps: list[dict], conn, parent: Step | None = None,

@@ -171,6 +171,15 @@ class ActionContext:
     client: Any = None
     once: Callable[..., Any] | None = None
     log: logging.Logger = logging.getLogger("connector.action")
+    #: where :meth:`progress` reports; None logs it at debug level (the engine's runs)
+    on_progress: Callable[[int, int], None] | None = None
+
+    def progress(self, done: int, total: int) -> None:
+        """Report that ``done`` of ``total`` units (rows, batches) are finished."""
+        if self.on_progress is not None:
+            self.on_progress(done, total)
+        else:
+            self.log.debug("%s %s: %d of %d done", self.flow_name, self.step_name, done, total)
 
 
 class _Component:

@@ -414,6 +414,77 @@ def test_flow_errors_are_422_naming_the_place_as_the_yaml_loader_does(host, sand
     assert Flow.select().count() == 0
 
 
+def test_every_bad_field_of_a_flow_is_in_one_422(as_write):
+    bad = {"name": "loud", "trigger": {"key": "webhook.catch"},
+           "on_failure": {"error_flow": "nobody"},
+           "steps": [{"name": "a", "action": "formatter.text",
+                      "inputs": {"operation": "shout", "text": "{{ trigger.text }}"}},
+                     {"name": "b", "action": "formatter.text",
+                      "inputs": {"operation": "upper", "text": "x"}},
+                     {"name": "c", "action": "formatter.text",
+                      "inputs": {"operation": "louder", "text": "{{ trigger.text }}"}}]}
+    error = assert_error(as_write("post", "/flows", json=bad), 422, "VALIDATION_ERROR")
+    assert list(error["details"]) == ["on_failure.error_flow", "steps[0].inputs.operation",
+                                      "steps[2].inputs.operation"]
+    assert error["details"]["on_failure.error_flow"] == ["no flow named 'nobody'"]
+    assert error["message"].startswith("on_failure.error_flow: no flow named 'nobody'; "
+                                       "steps[0].inputs.operation: Must be one of: ")
+    named_new = assert_error(as_write("post", "/flows", json=catch_flow("new")), 422,
+                             "VALIDATION_ERROR")
+    assert named_new["details"] == {"name": [
+        "'new' is reserved (/ui/flows/new is the page that builds a new flow); choose "
+        "another name"]}
+    assert Flow.select().count() == 0
+
+
+def test_patch_changes_a_flows_settings_and_never_its_steps(as_write, client, keys):
+    assert as_write("post", "/flows", json=catch_flow("notify")).status_code == 201
+    assert as_write("post", "/flows", json=catch_flow()).status_code == 201
+    # someone else edits the steps meanwhile; a settings change must not undo that
+    edited = catch_flow(steps=[{"name": "whisper", "action": "formatter.text",
+                                "inputs": {"operation": "lower", "text": "{{ trigger.text }}"}}])
+    assert as_write("put", "/flows/catch", json=edited).status_code == 200
+    answer = as_write("patch", "/flows/catch", json={
+        "on_failure": {"pause_after": 3, "error_flow": "notify"}, "concurrency": 2})
+    assert answer.status_code == 200, answer.get_json()
+    flow = answer.get_json()
+    assert (flow["pause_after"], flow["error_flow"], flow["concurrency"]) == (3, "notify", 2)
+    assert flow["description"] == ""
+    assert [s["name"] for s in flow["definition"]["steps"]] == ["whisper"]
+    assert flow["definition"]["on_failure"] == {"pause_after": 3, "error_flow": "notify"}
+    flow = as_write("patch", "/flows/catch", json={"description": "Shouts"}).get_json()
+    assert (flow["description"], flow["pause_after"], flow["error_flow"]) == (
+        "Shouts", 3, "notify")
+    flow = as_write("patch", "/flows/catch", json={"on_failure": {"error_flow": None}}
+                    ).get_json()
+    assert (flow["error_flow"], flow["pause_after"]) == (None, 3)
+    for body, details in (
+            ({"on_failure": {"pause_after": -1}, "concurrency": "many"},
+             {"on_failure.pause_after": ["Must be greater than or equal to 0 and less than "
+                                         "or equal to 1000."],
+              "concurrency": ["Not a valid integer."]}),
+            ({"on_failure": {"error_flow": "ghost"}},
+             {"on_failure.error_flow": ["no flow named 'ghost'"]}),
+            ({"on_failure": {"error_flow": "catch"}},
+             {"on_failure.error_flow": ["a flow cannot be its own error flow"]}),
+            ({"steps": []}, {"steps": ["Unknown field."]})):
+        error = assert_error(as_write("patch", "/flows/catch", json=body), 422,
+                             "VALIDATION_ERROR")
+        assert error["details"] == details, body
+    assert_error(as_write("patch", "/flows/nope", json={}), 404, "NOT_FOUND")
+    read = client.patch(f"{API}/flows/catch", headers=bearer(keys["read"]),
+                        json={"description": "x"})
+    assert_error(read, 403, "FORBIDDEN")
+    assert Flow.get(Flow.name == "catch").description == "Shouts"
+
+
+def test_components_say_whether_a_step_may_use_any_connection(as_write):
+    http = as_write("get", "/apps/http").get_json()
+    assert next(a for a in http["actions"] if a["key"] == "http.request")["any_connection"]
+    samora = as_write("get", "/apps/samora").get_json()
+    assert {a["any_connection"] for a in samora["actions"] + samora["triggers"]} == {False}
+
+
 def test_request_bodies_are_checked_field_by_field(as_write, sandbox):
     error = assert_error(as_write("post", "/connections", json={"app": "samora",
                                                                 "credentials": {}}),
@@ -656,6 +727,11 @@ def test_the_openapi_document_describes_every_route_and_its_schemas(client):
     assert scopes[(f"{API}/runs", "get")] == "read"
     body = doc["paths"][f"{API}/flows"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"] == {"$ref": "#/components/schemas/FlowDefinition"}
+    patch = doc["paths"][f"{API}/flows/{{name}}"]["patch"]
+    assert patch["x-scope"] == "write" and "422" in patch["responses"]
+    settings = _resolve(doc, patch["requestBody"]["content"]["application/json"]["schema"])
+    assert set(settings["properties"]) == {"description", "concurrency", "on_failure"}
+    assert "any_connection" in doc["components"]["schemas"]["Component"]["properties"]
     assert "steps" in doc["components"]["schemas"]["FlowDefinition"]["required"]
 
 

@@ -198,8 +198,12 @@ def test_settings_an_edited_item_replay_and_replay_all_failed(served, page):
     error.locator("text=1000").wait_for()
     page.fill("#f-on_failure-pause_after", "3")
     page.select_option("#f-on_failure-error_flow", "notify")
+    sent = []
+    page.on("request", lambda r: sent.append(r.method) if "/api/v1/flows/catch" in r.url
+            else None)
     page.click("#flow-settings button[type=submit]")
     page.locator("#flash.ok").wait_for()
+    assert sent[:1] == ["PATCH"] and "PUT" not in sent  # the settings alone, not the steps
     saved = Flow.get(Flow.name == "catch")
     assert (saved.pause_after, saved.error_flow) == (3, "notify")
     assert "error_flow: notify" in page.locator("pre.yaml").inner_text()

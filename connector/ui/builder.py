@@ -28,18 +28,10 @@ OP_LABELS = {
 
 
 def catalog_data() -> list[dict]:
-    """Return the apps as the API lists them, each component marked ``any_connection``."""
+    """Return the apps as ``GET /api/v1/apps`` lists them, sorted by label."""
     catalog = host().catalog
-    apps = []
-    for entry in sorted(catalog.apps.values(), key=lambda e: e.cls.label.lower()):
-        app = api._app(entry)
-        for kind, table in (("triggers", catalog.triggers), ("actions", catalog.actions),
-                            ("searches", catalog.searches)):
-            for component in app[kind]:
-                component["any_connection"] = bool(
-                    getattr(table[component["key"]].cls, "any_connection", False))
-        apps.append(app)
-    return apps
+    return [api._app(entry)
+            for entry in sorted(catalog.apps.values(), key=lambda e: e.cls.label.lower())]
 
 
 def builder_data(detail: dict | None) -> dict:

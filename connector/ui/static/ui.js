@@ -351,17 +351,14 @@
       });
     },
     "flow-settings": function (form) {
+      // PATCH only these settings: the steps someone else is editing are never resent.
       var name = form.getAttribute("data-flow");
-      var path = "/flows/" + encodeURIComponent(name);
       var wanted = readForm(form).on_failure || {};
-      return api("GET", path).then(function (flow) {
-        var definition = flow.definition;
-        definition.on_failure = {pause_after: wanted.pause_after === undefined ? 0 : wanted.pause_after};
-        if (wanted.error_flow) {
-          definition.on_failure.error_flow = wanted.error_flow;
-        }
-        return api("PUT", path, definition);
-      }).then(function () {
+      var settings = {on_failure: {
+        pause_after: wanted.pause_after === undefined ? 0 : wanted.pause_after,
+        error_flow: wanted.error_flow || null
+      }};
+      return api("PATCH", "/flows/" + encodeURIComponent(name), settings).then(function () {
         flash("Settings of " + name + " saved.", "ok");
         reload();
       });
