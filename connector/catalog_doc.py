@@ -92,7 +92,7 @@ def render_markdown(catalog: Catalog) -> str:
             lines += [f"### {title}", ""]
             seen_modules: set[str] = set()
             for item in mine:
-                module = item.cls.__module__
+                module = item.module or item.cls.__module__  # the plugin, not the submodule of a class
                 if module not in seen_modules:
                     seen_modules.add(module)
                     doc = _doc(sys.modules[module])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import types
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -87,6 +88,7 @@ class Entry:
     key: str
     cls: type
     plugin: str
+    module: str = ""  # the registering plugin's module (the class's own for an object plugin)
 
 
 @dataclass
@@ -176,7 +178,7 @@ def build_catalog(pm: pluggy.PluginManager) -> Catalog:
     """Call the register hooks and return the catalog, refusing duplicates and orphans."""
     catalog = Catalog()
 
-    def registrar(kind: str, table: dict, base: type, plugin_name: str):
+    def registrar(kind: str, table: dict, base: type, plugin_name: str, plugin: object):
         def register(cls):
             if not (isinstance(cls, type) and issubclass(cls, base)) or (
                     kind == "action" and issubclass(cls, Search)):
@@ -187,7 +189,8 @@ def build_catalog(pm: pluggy.PluginManager) -> Catalog:
             if cls.key in table:
                 raise PluginError(f"{kind} key {cls.key!r} is registered by both plugin "
                                   f"{table[cls.key].plugin} and plugin {plugin_name}")
-            table[cls.key] = Entry(kind, cls.key, cls, plugin_name)
+            module = plugin.__name__ if isinstance(plugin, types.ModuleType) else cls.__module__
+            table[cls.key] = Entry(kind, cls.key, cls, plugin_name, module)
         return register
 
     for hook, kind, table, base in (("register_apps", "app", catalog.apps, App),
@@ -196,7 +199,7 @@ def build_catalog(pm: pluggy.PluginManager) -> Catalog:
                                     ("register_searches", "search", catalog.searches, Search)):
         caller = getattr(pm.hook, hook)
         for impl in caller.get_hookimpls():
-            impl.function(registrar(kind, table, base, impl.plugin_name))
+            impl.function(registrar(kind, table, base, impl.plugin_name, impl.plugin))
     for key in set(catalog.actions) & set(catalog.searches):
         raise PluginError(f"step key {key!r} is registered as an action by plugin "
                           f"{catalog.actions[key].plugin} and as a search by plugin "

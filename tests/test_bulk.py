@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from marshmallow import ValidationError
 
 from connector import cli
-from connector.actions import contacts_api as contacts_actions
 from connector.actions import samora as samora_actions
+from connector.actions.contacts_api import bulk as contacts_actions
 from connector.cli_dev import ProgressLine, run_action
 from connector.fields import fast_e164, to_e164
 from connector.plugins.samora import normalize_e164

@@ -30,7 +30,7 @@ OP_LABELS = {
 def catalog_data() -> list[dict]:
     """Return the apps as ``GET /api/v1/apps`` lists them, sorted by label."""
     catalog = host().catalog
-    return [api._app(entry)
+    return [api.app_row(entry)
             for entry in sorted(catalog.apps.values(), key=lambda e: e.cls.label.lower())]
 
 
@@ -60,5 +60,5 @@ def builder_new():
 @ui.get("/ui/flows/<name>/edit")
 @signed_in("write")
 def builder_edit(name: str):
-    detail = api._flow_detail(flows.get(name))
+    detail = api.flow_detail(flows.get(name))
     return render_template("ui/builder.html", flow=detail, data=builder_data(detail))

@@ -65,7 +65,7 @@ def flow_rows(rows: list[Flow]) -> list[dict]:
                   .where(Run.flow.in_(ids)).group_by(Run.flow, Run.status)):
             counts[r.flow_id][r.status] = r.n
             last[r.flow_id] = max(filter(None, [last.get(r.flow_id), r.last]), default=None)
-    return [api._flow(f, counts[f.id], last) for f in rows]
+    return [api.flow_row(f, counts[f.id], last) for f in rows]
 
 
 @ui.get("/ui/flows")
@@ -82,7 +82,7 @@ def flows_list():
 @signed_in
 def flow_page(name: str):
     flow = flows.get(name)
-    detail = api._flow_detail(flow)
+    detail = api.flow_detail(flow)
     others = [f.name for f in Flow.select(Flow.name).where(Flow.id != flow.id)
               .order_by(Flow.name)]
     text = yaml.safe_dump(detail["definition"], sort_keys=False)
@@ -106,7 +106,7 @@ def credential_apps() -> list[dict]:
 @signed_in
 def connections_list():
     args = query_args(ListQuery)
-    page = page_of(Connection.select().order_by(Connection.name), args, api._connection)
+    page = page_of(Connection.select().order_by(Connection.name), args, api.connection_row)
     apps = credential_apps()
     labels = {e.key: e.cls.label for e in host().catalog.apps.values()}
     return render_template("ui/connections.html", page=page, apps=apps, app_labels=labels,
@@ -119,7 +119,7 @@ def connections_list():
 @signed_in
 def catalog():
     entries = sorted(host().catalog.apps.values(), key=lambda e: e.cls.label.lower())
-    return render_template("ui/catalog.html", apps=[api._app(e) for e in entries])
+    return render_template("ui/catalog.html", apps=[api.app_row(e) for e in entries])
 
 
 @ui.get("/ui/catalog/<key>")
@@ -128,4 +128,4 @@ def catalog_app(key: str):
     entry = host().catalog.apps.get(key)
     if entry is None:
         host().catalog.app(key)  # raises NotFound naming the known apps
-    return render_template("ui/app.html", app=api._app(entry))
+    return render_template("ui/app.html", app=api.app_row(entry))

@@ -29,7 +29,7 @@ def _runs(flow: Flow | None):
         query = query.where(Run.flow == flow)
     if args["status"]:
         query = query.where(Run.status == args["status"])
-    page = page_of(query, args, api._run)
+    page = page_of(query, args, api.run_row)
     failed = 0
     if flow is not None:
         failed = Run.select().where((Run.flow == flow) & (Run.status == Run.FAILED)).count()
@@ -53,7 +53,7 @@ def flow_runs(name: str):
 @ui.get("/ui/runs/<int:run_id>")
 @signed_in
 def run_page(run_id: int):
-    run = api._run_detail(api._get_run(run_id))
+    run = api.run_detail(api.get_run(run_id))
     replays = [r.id for r in Run.select(Run.id).where(Run.replay_of == run_id)
                .order_by(Run.id)]
     return render_template("ui/run.html", run=run, replays=replays,
