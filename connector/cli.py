@@ -89,8 +89,12 @@ def main(verbose: int) -> None:
               envvar="CONNECTOR_PROCESSES",
               help="Serve and execute in this many forked processes sharing the port (one "
                    "per core uses every core; CONNECTOR_PROCESSES).")
+@click.option("--receivers", type=click.IntRange(0, 63), default=None,
+              envvar="CONNECTOR_SERVE_RECEIVERS",
+              help="With --processes: how many only receive webhooks (default half); the "
+                   "rest execute runs. 0: every process does both.")
 @click.pass_context
-def serve(ctx, address, port, plugins_dir, role, processes):
+def serve(ctx, address, port, plugins_dir, role, processes, receivers):
     """Receive webhooks, run polls and execute runs until interrupted."""
     from .cli_dev import host_for
     from .runtime import Runtime
@@ -104,7 +108,7 @@ def serve(ctx, address, port, plugins_dir, role, processes):
         from .prefork import serve as serve_processes
 
         try:
-            serve_processes(host, processes, address, port, role)
+            serve_processes(host, processes, address, port, role, receivers)
         except OSError as exc:
             raise UserError(f"serve: {exc.strerror or exc}") from None
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import threading
 
 from werkzeug.serving import WSGIRequestHandler, make_server
@@ -30,7 +31,7 @@ class _AccessLog(WSGIRequestHandler):
         access_log.debug('%s "%s" %s', self.address_string(), self.requestline, code)
 
 
-ROLES = ("all", "web", "scheduler")
+ROLES = ("all", "web", "scheduler", "receiver")
 
 
 class Runtime:
@@ -38,7 +39,10 @@ class Runtime:
 
     ``role`` splits the product across processes: ``web`` receives webhooks and executes
     runs, ``scheduler`` competes for leadership (polls, schedules, retention) and executes
-    runs without serving HTTP, ``all`` (the embedded default) does everything.
+    runs without serving HTTP, ``all`` (the embedded default) does everything, and
+    ``receiver`` (connector.prefork's HTTP children) only serves HTTP: no executor
+    thread competes with its requests for the GIL; ``on_queued`` tells the executing
+    processes that runs were queued.
 
     ``broker`` (default: the host's ``settings.broker_url``, from CONNECTOR_BROKER_URL) hands execution to Celery workers:
     ``executor`` is then a :class:`~connector.workers.Dispatcher` that publishes due runs
@@ -46,7 +50,7 @@ class Runtime:
     """
 
     def __init__(self, host: Host, scheduler: bool = True, role: str = "all",
-                 broker=None):
+                 broker=None, on_queued=None):
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         self.host = host
@@ -56,8 +60,10 @@ class Runtime:
 
             broker = Broker.from_settings(host.settings)
         self.broker = broker
-        wants_scheduler = scheduler and role != "web"
-        if broker is None:
+        wants_scheduler = scheduler and role not in ("web", "receiver")
+        if role == "receiver":
+            self.executor = None
+        elif broker is None:
             self.executor = Executor(host)
         else:
             from .workers import Dispatcher
@@ -68,8 +74,9 @@ class Runtime:
                        if wants_scheduler else None)
             self.executor = Dispatcher(host, broker, leading=leading)
         self.scheduler = Scheduler(host, self.executor) if wants_scheduler else None
-        receives_only = broker is not None and role == "web"
-        self.app = create_app(host, on_queued=None if receives_only else self.executor.wake)
+        receives_only = role == "receiver" or (broker is not None and role == "web")
+        self.app = create_app(host, on_queued=on_queued if receives_only else
+                              self.executor.wake)
         self._server = None
         self._thread: threading.Thread | None = None
 
@@ -104,8 +111,8 @@ class Runtime:
         return url
 
     def _start_workers(self) -> None:
-        if self.broker is not None and self.role == "web":
-            return  # a receiver: the scheduler leader publishes, Celery workers execute
+        if self.executor is None or (self.broker is not None and self.role == "web"):
+            return  # a receiver: another process executes (or publishes to Celery workers)
         self.executor.start()
         if self.scheduler is not None:
             self.scheduler.start()
@@ -113,6 +120,9 @@ class Runtime:
     def serve_forever(self, address: str | None = None, port: int | None = None,
                       fd: int | None = None) -> None:
         """Serve in the foreground until interrupted, then stop cleanly."""
+        from .prefork import SWITCH_INTERVAL
+
+        sys.setswitchinterval(SWITCH_INTERVAL)  # this process is the server's own
         if self.role == "scheduler":  # no HTTP: lead (or wait to), execute, until stopped
             self._start_workers()
             log.info("connector scheduler running (no HTTP); Ctrl-C to stop")
@@ -139,4 +149,5 @@ class Runtime:
         if self._server is not None:
             self._server.server_close()
             self._server = None
-        self.executor.stop()
+        if self.executor is not None:
+            self.executor.stop()

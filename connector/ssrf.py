@@ -271,16 +271,40 @@ class GuardedAdapter(HTTPAdapter):
                             proxies=proxies)
 
 
+def _policy() -> tuple[str, str]:
+    """The environment the address checks read: equal policies judge every address alike."""
+    return os.environ.get(ALLOW_VAR, ""), os.environ.get(ALLOW_PRIVATE_VAR, "")
+
+
+def _guarded(session: requests.Session, policy: tuple[str, str]) -> bool:
+    mark = getattr(session, "_ssrf_guard", None)
+    return (mark is not None and mark[0] == policy and not session.trust_env
+            and len(session.adapters) == 2
+            and all(session.adapters.get(p) is mark[1] for p in ("https://", "http://")))
+
+
 def guard(session: requests.Session) -> requests.Session:
-    """Make ``session`` connect only to checked addresses; return it."""
+    """Make ``session`` connect only to checked addresses; return it.
+
+    A session this already guarded under the same allow-list is returned untouched, so its
+    kept-alive connections (each judged when it was opened) serve the next request; after
+    the allow-list changed, its connections are closed and it is guarded afresh.
+    """
     if not callable(getattr(u3conn.HTTPConnection, "_new_conn", None)):
         raise RuntimeError("this urllib3 has no HTTPConnection._new_conn; the SSRF guard "
                            "cannot pin connections")
+    policy = _policy()
+    if _guarded(session, policy):
+        return session
     session.trust_env = False  # no proxies or .netrc credentials from the environment
+    for old in set(session.adapters.values()):
+        if isinstance(old, GuardedAdapter):
+            old.close()  # its connections were judged under another allow-list
     session.adapters.clear()
     adapter = GuardedAdapter()
     for prefix in ("https://", "http://"):
         session.mount(prefix, adapter)
+    session._ssrf_guard = (policy, adapter)
     return session
 
 

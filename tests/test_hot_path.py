@@ -161,3 +161,23 @@ def test_a_client_whose_session_was_rewired_is_not_kept(thost):
     thost.check_client(conn, SEEN[0])
     engine.execute(thost, queue(thost, flow, "b").id)
     assert SEEN[1] is not SEEN[0]
+
+
+def test_the_ssrf_guard_keeps_a_guarded_session_until_the_allow_list_changes(monkeypatch):
+    import requests
+
+    from connector import ssrf
+
+    monkeypatch.delenv(ssrf.ALLOW_VAR, raising=False)
+    monkeypatch.delenv(ssrf.ALLOW_PRIVATE_VAR, raising=False)
+    session = ssrf.guarded_session()
+    adapter = session.get_adapter("https://example.com")
+    assert isinstance(adapter, ssrf.GuardedAdapter)
+    assert ssrf.guard(session).get_adapter("http://example.com") is adapter  # pool kept
+    monkeypatch.setenv(ssrf.ALLOW_VAR, "10.0.0.0/8")
+    renewed = ssrf.guard(session).get_adapter("http://example.com")
+    assert renewed is not adapter and isinstance(renewed, ssrf.GuardedAdapter)
+    session.mount("http://", requests.adapters.HTTPAdapter())  # rewired by someone else
+    again = ssrf.guard(session)
+    assert all(isinstance(again.get_adapter(u), ssrf.GuardedAdapter) for u in
+               ("http://example.com", "https://example.com")) and not again.trust_env

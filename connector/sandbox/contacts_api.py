@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import re
 import threading
 import uuid
@@ -705,6 +706,12 @@ class ContactsApi:
     # Queries
 
     def _visible(self, org_id: str, member: str | None) -> list[dict]:
+        """The org's contacts ``member`` sees, oldest first.
+
+        Contacts are only ever added at the end (add_contact) with strictly increasing
+        stamps (_stamp), and a PATCH changes one in place, so the stored order is the
+        created_at order and needs no sort.
+        """
         items = self.contacts.get(org_id, {}).values()
         return [c for c in items if member is None or c["assigned_to"] == member]
 
@@ -717,12 +724,22 @@ class ContactsApi:
         ``faults`` (the fault mode's list faults, see faults.py) may reorder the list,
         repeat items of the previous page and shuffle the page.
         """
+        column, descending = SORTS[sort]
         with self.lock:
+            table = self.contacts.get(org_id, {})
+            if column == "created_at" and not (q or tag or groups or member or faults):
+                # The stored order is the created_at order (see _visible): a page is a slice.
+                stored = reversed(table.values()) if descending else iter(table.values())
+                page = [_copy(c) for c in itertools.islice(stored, offset, offset + limit)]
+                return {"items": page, "total": len(table), "limit": limit, "offset": offset}
             items = [c for c in self._visible(org_id, member)
                      if _text_match(c, q) and (not tag or tag in c["tags"])
                      and matches(c, groups or [])]
-            column, descending = SORTS[sort]
-            items.sort(key=lambda c: (c[column], c["id"]), reverse=descending)
+            if column == "created_at":
+                if descending:
+                    items.reverse()
+            else:
+                items.sort(key=lambda c: (c[column], c["id"]), reverse=descending)
             if faults:
                 page = [_copy(c) for c in _faulted_page(items, offset, limit, faults)]
             else:
