@@ -13,8 +13,8 @@ actions as a user runs them without a flow, `connector invoke` (connections stor
 Each job runs twice:
 
 1. `connector invoke` as the user types it: wall time and the process's peak RSS
-   (ru_maxrss from wait4). It shows no progress while it works: it prints the output at
-   the end;
+   (ru_maxrss from wait4); it prints a progress line per batch on stderr and the output
+   at the end;
 2. the same code path in a child process (``cli_dev.run_action``, what `connector invoke`
    calls), with ``requests.Session.send`` timed: the time inside HTTP calls (which includes
    the sandbox's own work) against the connector's own overhead (input validation, batching,
