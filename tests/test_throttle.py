@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,9 +32,8 @@ from connector.store import Connection, Run, StepAttempt, StepRun, utcnow
 
 from .conftest import wait_for
 from .hooks import HookPlugin
+from .test_postgres import pg_schema, pg_url  # noqa: F401  (fixtures)
 
-PG_BASE = os.environ.get("CONNECTOR_TEST_POSTGRES_URL",
-                         "postgresql://postgres@127.0.0.1:5432/test")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -122,36 +120,6 @@ def counter():
     yield server
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture(scope="module")
-def pg_schema():
-    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed "
-                                                      "(pip install -e '.[postgres]')")
-    try:
-        con = psycopg2.connect(PG_BASE, connect_timeout=3)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at {PG_BASE}: {str(exc).strip().splitlines()[0]}")
-    con.autocommit = True
-    name = f"connector_throttle_{uuid.uuid4().hex[:10]}"
-    con.cursor().execute(f'CREATE SCHEMA "{name}"')
-    yield name
-    con.cursor().execute(f'DROP SCHEMA "{name}" CASCADE')
-    con.close()
-
-
-@pytest.fixture
-def pg_url(pg_schema):
-    import psycopg2
-
-    con = psycopg2.connect(PG_BASE)
-    con.autocommit = True
-    cur = con.cursor()
-    cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (pg_schema,))
-    for (table,) in cur.fetchall():  # each test starts from an empty schema
-        cur.execute(f'DROP TABLE "{pg_schema}"."{table}" CASCADE')
-    con.close()
-    return f"{PG_BASE}?options=-csearch_path%3D{pg_schema}"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -231,5 +231,5 @@ def me():
 from . import apps, connections, flows, build, runs, keys  # noqa: E402,F401,I001
 from .apps import app_row  # noqa: E402
 from .connections import connection_row  # noqa: E402
-from .flows import flow_detail, flow_row  # noqa: E402
+from .flows import flow_detail, flow_row, flow_rows  # noqa: E402
 from .runs import get_run, run_detail, run_row  # noqa: E402

@@ -60,12 +60,8 @@ def _setup(flow: Flow) -> dict:
     return {k: str(v) for k, v in sub.items() if k in SHOWN_SECRETS}
 
 
-@route("/flows", "GET", "read", "Flows with their state (on, off, paused and why) and run "
-       "counts", "flows", query=s.PageQuery, response=s.paged(s.FlowSummary, "FlowPage"))
-def flows_list():
-    args = load_query(s.PageQuery)
-    query = Flow.select().order_by(Flow.name)
-    rows = list(query.paginate(args["page"], args["limit"]))
+def flow_rows(rows: list[Flow]) -> list[dict]:
+    """Return the flow summaries for ``rows`` with one query for all their run counts."""
     ids = [f.id for f in rows]
     counts: dict[int, dict] = {i: {} for i in ids}
     last: dict[int, object] = {}
@@ -74,9 +70,18 @@ def flows_list():
                              fn.MAX(Run.created_at).alias("last"))
                   .where(Run.flow.in_(ids)).group_by(Run.flow, Run.status)):
             counts[r.flow_id][r.status] = r.n
-            last[r.flow_id] = max(filter(None, [last.get(r.flow_id), r.last]))
+            last[r.flow_id] = max(filter(None, [last.get(r.flow_id), r.last]), default=None)
+    return [flow_row(f, counts[f.id], last) for f in rows]
+
+
+@route("/flows", "GET", "read", "Flows with their state (on, off, paused and why) and run "
+       "counts", "flows", query=s.PageQuery, response=s.paged(s.FlowSummary, "FlowPage"))
+def flows_list():
+    args = load_query(s.PageQuery)
+    query = Flow.select().order_by(Flow.name)
+    rows = list(query.paginate(args["page"], args["limit"]))
     total = query.count()
-    page = {"data": [flow_row(f, counts[f.id], last) for f in rows],
+    page = {"data": flow_rows(rows),
             "pagination": {"page": args["page"], "limit": args["limit"], "total": total,
                            "pages": -(-total // args["limit"])}}
     return reply(s.paged(s.FlowSummary, "FlowPage"), page)

@@ -9,13 +9,12 @@ from __future__ import annotations
 import yaml
 from flask import current_app, render_template, request
 from marshmallow import Schema, ValidationError, fields, validate
-from peewee import fn
 
 from .. import api, flows
 from ..errors import UserError
 from ..host import validation_message
 from ..registry import describe_schema
-from ..store import Connection, Flow, Run
+from ..store import Connection, Flow
 from . import signed_in, ui
 
 
@@ -54,27 +53,13 @@ def component_label(key: str | None) -> str:
 
 # -- flows -------------------------------------------------------------------------------------
 
-def flow_rows(rows: list[Flow]) -> list[dict]:
-    """Return the API's flow summaries for ``rows`` with two queries, not two per flow."""
-    ids = [f.id for f in rows]
-    counts: dict[int, dict] = {i: {} for i in ids}
-    last: dict[int, object] = {}
-    if ids:
-        for r in (Run.select(Run.flow, Run.status, fn.COUNT(Run.id).alias("n"),
-                             fn.MAX(Run.created_at).alias("last"))
-                  .where(Run.flow.in_(ids)).group_by(Run.flow, Run.status)):
-            counts[r.flow_id][r.status] = r.n
-            last[r.flow_id] = max(filter(None, [last.get(r.flow_id), r.last]), default=None)
-    return [api.flow_row(f, counts[f.id], last) for f in rows]
-
-
 @ui.get("/ui/flows")
 @signed_in
 def flows_list():
     args = query_args(ListQuery)
     query = Flow.select().order_by(Flow.name)
     page = page_of(query, args, lambda f: f)
-    page["data"] = flow_rows(page["data"])
+    page["data"] = api.flow_rows(page["data"])
     return render_template("ui/flows.html", page=page)
 
 
