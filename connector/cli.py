@@ -78,7 +78,8 @@ def main(verbose: int) -> None:
 
 @main.command()
 @click.option("--host", "address", default=None, help="Address to bind (CONNECTOR_HOST).")
-@click.option("--port", type=int, default=None, help="Port to bind (CONNECTOR_PORT, 8080).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port to bind (CONNECTOR_PORT, 8080).")
 @click.option("--plugins-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, envvar="CONNECTOR_PLUGINS_DIR",
               help="Also load every *.py in this directory as a plugin (named dir:<stem>).")
@@ -139,7 +140,7 @@ def demo(keep, examples):
 
 @main.command()
 @click.option("--host", "address", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8090, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8090, show_default=True)
 @click.option("--call-delay", type=float, default=2.0, show_default=True,
               help="Seconds before a triggered Samora call finishes.")
 def sandbox(address, port, call_delay):

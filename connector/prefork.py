@@ -24,6 +24,7 @@ import time
 
 from . import store
 from .host import Host
+from .runtime import listen
 
 log = logging.getLogger("connector")
 RECEIVERS_VAR = "CONNECTOR_SERVE_RECEIVERS"  # serve --receivers: HTTP-only children
@@ -51,7 +52,7 @@ def serve(host: Host, processes: int, address: str | None = None, port: int | No
     settings = host.settings
     address = address or settings.host
     port = settings.port if port is None else port
-    listener = socket.create_server((address, port), backlog=1024)
+    listener = listen(address, port)
     bound = listener.getsockname()[1]
     reachable = "127.0.0.1" if address in ("0.0.0.0", "::", "") else address
     host.record_serve_url(f"http://{reachable}:{bound}")

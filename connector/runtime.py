@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
 import sys
 import threading
 
@@ -22,6 +24,19 @@ from .web import create_app
 
 log = logging.getLogger("connector")
 access_log = logging.getLogger("connector.access")
+
+
+def listen(address: str, port: int, backlog: int = 1024) -> socket.socket:
+    """Return a listening socket on ``address:port``; OSError names a taken or bad address."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        return socket.create_server((address, port), family=family, backlog=backlog)
+    except OverflowError:
+        raise OSError(0, f"cannot listen on {address}:{port}: a port is 0 to 65535") from None
+    except OSError as exc:  # create_server's own strerror repeats the address: keep the cause
+        reason = (os.strerror(exc.errno) if exc.errno and exc.errno > 0
+                  else (exc.strerror or str(exc)).split(" (while attempting")[0])
+        raise OSError(exc.errno, f"cannot listen on {address}:{port}: {reason}") from None
 
 
 class _AccessLog(WSGIRequestHandler):
@@ -87,11 +102,16 @@ class Runtime:
         settings = self.host.settings
         address = address or settings.host
         port = settings.port if port is None else port
+        listener = None
+        if fd is None:  # bind here, so a taken port is an OSError, not werkzeug's exit
+            listener = listen(address, port)
         try:
             self._server = make_server(address, port, self.app, threaded=True,
-                                       request_handler=_AccessLog, fd=fd)
-        except SystemExit:  # werkzeug exits the process when the port is taken
-            raise OSError(f"cannot listen on {address}:{port} (is it in use?)") from None
+                                       request_handler=_AccessLog,
+                                       fd=fd if listener is None else listener.fileno())
+        finally:
+            if listener is not None:
+                listener.close()  # werkzeug serves a duplicate of it
         bound = self._server.server_address[1]
         if bound != settings.port:
             self.host.settings = dataclasses.replace(settings, port=bound)

@@ -127,3 +127,17 @@ def test_serve_with_two_processes_answers_and_executes(host, settings, receivers
     finally:
         os.killpg(serve.pid, signal.SIGTERM)
         serve.wait(60)
+
+
+@pytest.mark.parametrize("extra", [[], ["--processes", "2"]])
+def test_a_taken_port_is_one_error_line(extra, capsys, tmp_path, monkeypatch):
+    from connector.cli import main
+
+    monkeypatch.setenv("CONNECTOR_DATABASE_URL", f"sqlite:///{tmp_path / 'c.db'}")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as stop:
+            main(["serve", "--port", str(port), *extra])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert err == f"error: serve: cannot listen on 127.0.0.1:{port}: Address already in use\n"
