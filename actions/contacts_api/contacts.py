@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from connector import Action, FatalAPIError, InputSchema, Phone, Search
+from connector import Action, InputSchema, Phone, Search
 from connector.plugins.contacts_api import API, items_of, seg
 
-from .shared import TagList, already_gone, missing_ok_field
+from .shared import TagList, delete, missing_ok_field
 
 CLEARABLE = ("name", "email", "phone", "company", "source", "notes", "tags", "assigned_to")
 
@@ -131,13 +131,9 @@ class DeleteContact(Action):
     sample = {"id": "5b0c1f9e-8d3c-4bb7-9a57-0c0d0e4b1a11", "deleted": True}
 
     def run(self, ctx, inputs):
-        try:
-            ctx.client.delete(f"{API}/contacts/{seg(inputs['contact_id'])}", expect_json=False)
-        except FatalAPIError as exc:
-            if not already_gone(exc, inputs["missing_ok"]):
-                raise
-            return {"id": inputs["contact_id"], "deleted": False}
-        return {"id": inputs["contact_id"], "deleted": True}
+        deleted = delete(ctx, f"{API}/contacts/{seg(inputs['contact_id'])}",
+                         inputs["missing_ok"])
+        return {"id": inputs["contact_id"], "deleted": deleted}
 
 
 class ListOpportunities(Search):

@@ -9,7 +9,7 @@ from connector import Action, FatalAPIError, InputSchema, Search, UserError
 from connector.plugins.contacts_api import API, items_of, seg
 
 from .contacts import ContactIdInputs, CreateContact
-from .shared import already_gone, missing_ok_field, tag_list
+from .shared import delete, missing_ok_field, tag_list
 
 FIELD_TYPES = ("text", "number", "date", "boolean", "select", "multi_select")
 FIELD_SAMPLE = {"id": "cf_3e9d2b7a1c4f", "key": "budget", "name": "Budget", "type": "number",
@@ -162,13 +162,8 @@ class DeleteCustomField(Action):
             if inputs["missing_ok"]:
                 return {"id": None, "key": inputs["field"], "deleted": False}
             raise UserError(f"no custom field with key or id {inputs['field']!r}")
-        try:
-            ctx.client.delete(f"{API}/custom-fields/{seg(field['id'])}", expect_json=False)
-        except FatalAPIError as exc:
-            if not already_gone(exc, inputs["missing_ok"]):
-                raise
-            return {"id": field["id"], "key": field.get("key"), "deleted": False}
-        return {"id": field["id"], "key": field.get("key"), "deleted": True}
+        deleted = delete(ctx, f"{API}/custom-fields/{seg(field['id'])}", inputs["missing_ok"])
+        return {"id": field["id"], "key": field.get("key"), "deleted": deleted}
 
 
 class ContactValueInputs(ContactIdInputs):

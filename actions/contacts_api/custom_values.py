@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from connector import Action, FatalAPIError, Search
+from connector import Action, Search
 from connector.plugins.contacts_api import API, items_of, seg
 
-from .shared import already_gone, missing_ok_field
+from .shared import delete, missing_ok_field
 
 VALUE_SAMPLE = {"key": "calendar_link", "value": "https://cal.example.com/acme",
                 "updated_at": "2026-01-15T10:30:00.000000Z"}
@@ -77,10 +77,5 @@ class DeleteCustomValue(Action):
     sample = {"key": "calendar_link", "deleted": True}
 
     def run(self, ctx, inputs):
-        try:
-            ctx.client.delete(f"{API}/custom-values/{seg(inputs['key'])}", expect_json=False)
-        except FatalAPIError as exc:
-            if not already_gone(exc, inputs["missing_ok"]):
-                raise
-            return {"key": inputs["key"], "deleted": False}
-        return {"key": inputs["key"], "deleted": True}
+        deleted = delete(ctx, f"{API}/custom-values/{seg(inputs['key'])}", inputs["missing_ok"])
+        return {"key": inputs["key"], "deleted": deleted}

@@ -25,8 +25,16 @@ class TagList(fields.List):
         return super()._deserialize(tag_list(value), attr, data, **kwargs)
 
 
-def already_gone(exc: FatalAPIError, missing_ok: bool) -> bool:
-    return missing_ok and exc.status == 404
+def delete(ctx, path: str, missing_ok: bool) -> bool:
+    """DELETE ``path``; return True when deleted, False when it was already gone (a 404)
+    and ``missing_ok`` allows that; any other failure raises."""
+    try:
+        ctx.client.delete(path, expect_json=False)
+    except FatalAPIError as exc:
+        if not (missing_ok and exc.status == 404):
+            raise
+        return False
+    return True
 
 
 def missing_ok_field():

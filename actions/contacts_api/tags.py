@@ -7,7 +7,7 @@ from connector import Action, FatalAPIError, Search, UserError
 from connector.plugins.contacts_api import API, items_of, seg
 
 from .contacts import ContactIdInputs, CreateContact
-from .shared import TagList, already_gone, missing_ok_field
+from .shared import TagList, delete, missing_ok_field
 
 TAG_SAMPLE = {"id": "tag_5f2a9c1d7e3b", "name": "vip", "color": "#d97706", "contact_count": 12,
               "created_at": "2026-01-15T10:30:00.000000Z"}
@@ -103,11 +103,7 @@ class DeleteTag(Action):
             if inputs["missing_ok"]:
                 return gone
             raise UserError(f"no tag named {ref!r}")
-        try:
-            ctx.client.delete(f"{API}/tags/{seg(tag['id'])}", expect_json=False)
-        except FatalAPIError as exc:
-            if not already_gone(exc, inputs["missing_ok"]):
-                raise
+        if not delete(ctx, f"{API}/tags/{seg(tag['id'])}", inputs["missing_ok"]):
             return {**gone, "id": tag["id"]}
         return {"id": tag["id"], "name": tag.get("name"), "deleted": True}
 
