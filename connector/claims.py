@@ -38,6 +38,21 @@ def due_runs(limit: int, exclude: set[int] = frozenset()) -> list[int]:
                     (Flow.concurrency == 0))
              .order_by(Run.next_attempt_at, Run.id).limit(limit + len(exclude)))
     picked = [(r.next_attempt_at, r.id) for r in query if r.id not in exclude]
+    picked += _limited(now, exclude)
+    picked.sort()
+    return [run_id for _, run_id in picked[:limit]]
+
+
+def due_limited(limit: int, exclude: set[int] = frozenset()) -> list[int]:
+    """Return ids of due runs of flows with a concurrency limit, within their free slots
+    (the runs :func:`claim_batch` leaves alone)."""
+    if limit <= 0:
+        return []
+    return [run_id for _, run_id in sorted(_limited(utcnow(), exclude))[:limit]]
+
+
+def _limited(now, exclude) -> list[tuple]:
+    picked = []
     for flow_id, free in throttle.free_slots(now).items():
         if free <= 0:
             continue
@@ -45,8 +60,38 @@ def due_runs(limit: int, exclude: set[int] = frozenset()) -> list[int]:
                    .where((Run.flow == flow_id) & _due(now))
                    .order_by(Run.next_attempt_at, Run.id).limit(free + len(exclude)))
         picked += [(r.next_attempt_at, r.id) for r in limited if r.id not in exclude][:free]
-    picked.sort()
-    return [run_id for _, run_id in picked[:limit]]
+    return picked
+
+
+def claim_batch(limit: int, lease_seconds: int, exclude: set[int] = frozenset()) -> list[Run]:
+    """Take up to ``limit`` due runs of unpaused flows without a concurrency limit at once.
+
+    One UPDATE ... RETURNING picks the oldest due runs and leases them, so an executor
+    pays one statement for a batch instead of a read plus a claim per run. Call it inside
+    :func:`connector.store.write_tx` (the caller usually writes more in the same
+    transaction). Another claimer racing for the same rows takes each at most once: the
+    outer condition is checked again on the row being updated (SQLite writes one at a
+    time; PostgreSQL re-reads a row another transaction changed before updating it).
+    Returns the claimed rows oldest first; flows with a limit go through :func:`claim_run`.
+    """
+    if limit <= 0:
+        return []
+    now = utcnow()
+    lease = now + dt.timedelta(seconds=lease_seconds)
+    due = (Run.select(Run.id).join(Flow)
+           .where(_due(now) & Flow.paused_reason.is_null() & (Flow.concurrency == 0)))
+    if exclude:
+        due = due.where(Run.id.not_in(sorted(exclude)))
+    due = due.order_by(Run.next_attempt_at, Run.id).limit(limit)
+    update = (Run.update(status=Run.RUNNING, lease_until=lease, attempts=Run.attempts + 1,
+                         started_at=fn.COALESCE(Run.started_at, now))
+              .where(Run.id.in_(due) & _due(now)))
+    if store.is_sqlite() and sqlite3.sqlite_version_info < (3, 35):  # no RETURNING yet
+        return [run for run in (claim_run(run_id, lease_seconds)
+                                for run_id in [r.id for r in due]) if run is not None]
+    rows = list(update.returning(Run).execute())
+    rows.sort(key=lambda run: (run.next_attempt_at, run.id))
+    return rows
 
 
 def claim(run_id: int, lease_seconds: int) -> dt.datetime | None:

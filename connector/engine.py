@@ -21,7 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from marshmallow import ValidationError
 
 from . import conditions, plans, store, templates
-from .claims import LostLease, claim, claim_run, due_runs, hold as _hold  # noqa: F401
+from .claims import (  # noqa: F401  (re-exported)
+    LostLease, claim, claim_batch, claim_run, due_limited, due_runs, hold as _hold,
+)
 from .errors import APIError, ConnectorError, FatalAPIError, Throttled, UserError
 from .flows import StepNode
 from .host import Host, validation_message
@@ -54,16 +56,72 @@ def execute(host: Host, run_id: int) -> str | None:
     run = claim_run(run_id, host.settings.lease_seconds)
     if run is None:
         return None
+    return execute_claimed(host, Claimed(run))
+
+
+class Claimed:
+    """A run this worker holds the lease of, with what :func:`open_batch` read for it."""
+
+    __slots__ = ("run", "plan", "pending")
+
+    def __init__(self, run: Run, plan: tuple | None = None, pending: StepRun | None = None):
+        self.run = run
+        self.plan = plan  # (flow, step tree) from plans.load, or None to load it
+        self.pending = pending  # the first step's run, opened in the claim's transaction
+
+
+def open_batch(host: Host, limit: int, exclude: set[int] = frozenset()) -> list[Claimed]:
+    """Claim up to ``limit`` due runs and open each new run's first step, in one transaction.
+
+    One claim statement, one read of each distinct flow, and one insert of the pending
+    first steps serve the whole batch, where claiming run by run costs a transaction and
+    three statements each. Runs of flows with a concurrency limit are not taken here
+    (:func:`claim_run` counts their slots).
+    """
+    with store.write_tx():
+        runs = claim_batch(limit, host.settings.lease_seconds, exclude)
+        if not runs:
+            return []
+        plan = {flow_id: plans.load(flow_id) for flow_id in {run.flow_id for run in runs}}
+        batch = [Claimed(run, plan[run.flow_id]) for run in runs]
+        fresh = [c for c in batch if c.run.attempts == 1 and c.plan[1]]
+        if fresh:
+            rows = [{"run": c.run.id, "name": c.plan[1][0].name,
+                     "position": c.plan[1][0].row.position,
+                     "action_key": c.plan[1][0].row.action_key} for c in fresh]
+            ids = dict(StepRun.insert_many(rows).returning(StepRun.run, StepRun.id)
+                       .tuples().execute())
+            for c, row in zip(fresh, rows):
+                c.pending = StepRun(id=ids[c.run.id], run=c.run, name=row["name"],
+                                    position=row["position"], action_key=row["action_key"])
+                c.pending.logged = 0
+    return batch
+
+
+def release(batch: list[Claimed]) -> None:
+    """Give back the leases of claimed runs that were never started (an executor stopping):
+    they are due again at once, with the step their claim opened still pending."""
+    with store.write_tx():
+        for claimed in batch:
+            run = claimed.run
+            Run.update(status=Run.QUEUED, lease_until=None, next_attempt_at=utcnow()).where(
+                (Run.id == run.id) & (Run.status == Run.RUNNING) &
+                (Run.lease_until == run.lease_until)).execute()
+
+
+def execute_claimed(host: Host, claimed: Claimed) -> str | None:
+    """Execute a run already claimed; return its status, or None if the lease was lost."""
+    run = claimed.run
     try:
-        return _execute(host, run, run.lease_until)
+        return _execute(host, run, run.lease_until, claimed)
     except LostLease:
-        log.warning("run %s: lease lost to another worker; leaving it", run_id)
+        log.warning("run %s: lease lost to another worker; leaving it", run.id)
         return None
 
 
-def _execute(host: Host, run: Run, lease: dt.datetime) -> str:
-    run.flow, tree = plans.load(run.flow_id)
-    walk = _Walk(host, run, lease, tree)
+def _execute(host: Host, run: Run, lease: dt.datetime, claimed: Claimed) -> str:
+    run.flow, tree = claimed.plan or plans.load(run.flow_id)
+    walk = _Walk(host, run, lease, tree, claimed.pending)
     context = {"trigger": run.item, "steps": {}, "run": {"id": run.id, "flow": run.flow.name}}
     try:
         outcome = walk.steps(tree, "", context)
@@ -94,14 +152,17 @@ class _Walk:
     branch inside paths.
     """
 
-    def __init__(self, host: Host, run: Run, lease: dt.datetime, tree: list[StepNode]):
+    def __init__(self, host: Host, run: Run, lease: dt.datetime, tree: list[StepNode],
+                 pending: StepRun | None = None):
         self.host = host
         self.settings = host.settings
         self.run = run
         self.lease = lease
-        # The first claim of a run finds no step runs: the first execution writes them.
-        self.done = {} if run.attempts == 1 else {
-            sr.name: sr for sr in StepRun.select().where(StepRun.run == run)}
+        # The first claim of a run finds no step runs but the one its claim opened (if it
+        # was claimed in a batch): the first execution writes them.
+        self.done = ({} if pending is None else {pending.name: pending}) if (
+            run.attempts == 1) else {sr.name: sr for sr in
+                                     StepRun.select().where(StepRun.run == run)}
         #: the last top-level step: its success also ends the run, in the same transaction
         self.last = tree[-1] if tree else None
         self.finished = False
@@ -428,6 +489,7 @@ class Executor:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._inflight: set[int] = set()
+        self._waiting: dict[int, Claimed] = {}  # claimed in a batch, not started yet
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -445,6 +507,10 @@ class Executor:
         if self._thread is not None:
             self._thread.join(timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            unstarted, self._waiting = list(self._waiting.values()), {}
+        if unstarted:  # claimed in a batch, never started: due again now, not in 5 minutes
+            release(unstarted)
 
     def idle(self) -> bool:
         with self._lock:
@@ -468,25 +534,42 @@ class Executor:
                 store.db.close()
 
     def _dispatch(self) -> None:
-        # Selecting and marking in-flight under one lock keeps two dispatching threads (the
+        # Claiming and marking in-flight under one lock keeps two dispatching threads (the
         # wake-up loop and the scheduler's due-runs job) from submitting the same run twice.
+        # Runs are claimed in batches: when a thread is idle (or on the periodic tick), up
+        # to ``3 x workers`` runs in flight, so a busy executor claims a handful at a time,
+        # not one per finished run.
         with self._lock:
-            free = self.workers * 2 - len(self._inflight)
-            if free <= 0 or self._stop.is_set():
+            room = self.workers * 3 - len(self._inflight)
+            if room <= 0 or self._stop.is_set():
                 return
-            picked = due_runs(free, set(self._inflight))
-            self._inflight.update(picked)
-        for run_id in picked:
+            exclude = set(self._inflight)
+            batch = open_batch(self.host, room, exclude)
+            self._inflight.update(c.run.id for c in batch)
+            self._waiting.update((c.run.id, c) for c in batch)
+            limited = due_limited(room - len(batch), exclude)
+            self._inflight.update(limited)
+        for claimed in batch:
+            self._pool.submit(self._work, claimed)
+        for run_id in limited:
             self._pool.submit(self._work, run_id)
 
-    def _work(self, run_id: int) -> None:
+    def _work(self, job: Claimed | int) -> None:
+        run_id = job.run.id if isinstance(job, Claimed) else job
+        with self._lock:
+            self._waiting.pop(run_id, None)
         try:
-            execute(self.host, run_id)
+            if isinstance(job, Claimed):
+                execute_claimed(self.host, job)
+            else:
+                execute(self.host, job)
         except Exception:
             log.exception("run %s: executor error", run_id)
         finally:
             with self._lock:
                 self._inflight.discard(run_id)
+                idle = len(self._inflight) < self.workers
             if not store.db.is_closed():
                 store.db.close()  # pool threads are reused; don't pin a connection per thread
-            self._wake.set()
+            if idle:  # a thread has nothing queued behind it: claim more now
+                self._wake.set()

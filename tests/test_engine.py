@@ -465,3 +465,100 @@ def test_replay_with_an_edited_item_is_a_new_linked_run(thost):
     assert Run.get_by_id(new.id).status == Run.SUCCEEDED
     assert Run.get_by_id(failed.id).status == Run.FAILED  # the original stays as it was
     assert engine.step_key(Run.get_by_id(new.id), "s") != engine.step_key(failed, "s")
+
+
+def drain_in_batches(host, workers=6, batch=7):
+    """``workers`` threads claim in batches (engine.open_batch) until nothing is due;
+    return how many runs each one executed."""
+    barrier = threading.Barrier(workers)
+
+    def worker():
+        barrier.wait()
+        done = 0
+        while True:
+            claimed = engine.open_batch(host, batch)
+            if not claimed and not Run.select().where(Run.status == Run.QUEUED).exists():
+                return done
+            for job in claimed:
+                assert engine.execute_claimed(host, job) == Run.SUCCEEDED
+                done += 1
+            engine.store.db.close()
+
+    threads_done = []
+    threads = [threading.Thread(target=lambda: threads_done.append(worker()))
+               for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return threads_done
+
+
+def test_batch_claims_take_each_run_once_across_threads(thost):
+    flow = make_flow(thost, [{"name": "one", "action": "t.echo", "inputs": {"value": 1}},
+                             {"name": "two", "action": "t.echo", "inputs": {"value": 2}}])
+    for i in range(120):
+        queue(thost, flow, f"k{i}")
+    counts = drain_in_batches(thost)
+    assert sum(counts) == 120 and CALLS[("echo", "one")] == CALLS[("echo", "two")] == 120
+    assert Run.select().where((Run.status == Run.SUCCEEDED) & (Run.attempts == 1)).count() == 120
+    assert StepRun.select().where(StepRun.status == StepRun.SUCCEEDED).count() == 240
+    assert StepAttempt.select().count() == 240  # one attempt each: the opened step was reused
+
+
+def test_a_batch_claim_skips_paused_and_limited_flows_and_whatever_is_excluded(thost):
+    free = make_flow(thost, [{"name": "one", "action": "t.echo", "inputs": {"value": 1}}])
+    paused = make_flow(thost, [{"action": "t.echo", "inputs": {"value": 1}}], name="p")
+    limited = flows.save(thost, {"name": "l", "trigger": {"key": "t.hook"}, "concurrency": 1,
+                                 "steps": [{"action": "t.echo", "inputs": {"value": 1}}]})
+    ids = [queue(thost, free, f"k{i}").created[0] for i in range(3)]
+    paused_id = queue(thost, paused, "p1").created[0]
+    limited_id = queue(thost, limited, "l1").created[0]
+    engine.store.Flow.update(paused_reason="by hand").where(
+        engine.store.Flow.id == paused.id).execute()
+    claimed = engine.open_batch(thost, 10, exclude={ids[1]})
+    assert [c.run.id for c in claimed] == [ids[0], ids[2]]  # oldest first
+    assert all(c.run.status == Run.RUNNING and c.run.lease_until for c in claimed)
+    assert [c.pending.name for c in claimed] == ["one", "one"]
+    assert engine.open_batch(thost, 10, exclude={ids[1]}) == []  # held now
+    assert engine.due_limited(10) == [limited_id]  # left to claim_run, which counts slots
+    assert Run.get_by_id(paused_id).status == Run.QUEUED
+
+
+def test_released_runs_are_due_at_once_and_reuse_their_opened_step(thost):
+    flow = make_flow(thost, [{"name": "one", "action": "t.echo", "inputs": {"value": 1}}])
+    run_id = queue(thost, flow).created[0]
+    claimed = engine.open_batch(thost, 5)
+    engine.release(claimed)  # an executor stopped before starting it
+    assert Run.get_by_id(run_id).status == Run.QUEUED
+    assert engine.run_due(thost) == 1
+    sr = StepRun.get(StepRun.run == run_id)
+    assert (sr.status, sr.attempts, CALLS[("echo", "one")]) == (StepRun.SUCCEEDED, 1, 1)
+    assert StepAttempt.select().where(StepAttempt.step_run == sr).count() == 1
+
+
+def test_an_executor_that_stops_gives_back_what_it_claimed_but_never_started(thost):
+    flow = make_flow(thost, [{"name": "one", "action": "t.scripted", "inputs": {"value": 1}}])
+    gate = threading.Event()
+
+    def slow(ctx, inputs):
+        gate.wait(10)
+        return {"ok": True}
+
+    ids = [queue(thost, flow, f"k{i}").created[0] for i in range(6)]
+    executor = engine.Executor(thost, workers=1)
+    original = Scripted.run
+    Scripted.run = lambda self, ctx, inputs: slow(ctx, inputs)
+    try:
+        executor.dispatch()  # claims 3 (3 x workers), starts one
+        assert Run.select().where(Run.status == Run.RUNNING).count() == 3
+        stopper = threading.Thread(target=executor.stop)
+        stopper.start()
+        time.sleep(0.2)
+        gate.set()
+        stopper.join(10)
+    finally:
+        Scripted.run = original
+    statuses = Counter(Run.get_by_id(i).status for i in ids)
+    assert statuses == Counter({Run.SUCCEEDED: 1, Run.QUEUED: 5})  # none left leased
+    assert engine.run_due(thost) == 5

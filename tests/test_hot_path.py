@@ -131,6 +131,25 @@ def test_one_step_run_costs_seven_statements_and_three_commits(thost):
     assert Run.get_by_id(run.id).finished_at is not None
 
 
+def test_a_batch_of_runs_costs_one_claim_transaction_then_four_statements_a_run(thost):
+    flow = make_flow(thost)
+    engine.execute(thost, queue(thost, flow, "a").id)  # reads the step tree once
+    runs = [queue(thost, flow, key) for key in "bcdefgh"]
+    with counted() as tally:
+        batch = engine.open_batch(thost, 10)
+    # for the executor's batch of 7: the claim (UPDATE ... RETURNING), the flow with its
+    # connections' stamp, the pending first steps (one INSERT ... RETURNING), one commit
+    assert tally["statements"] == ["UPDATE", "SELECT", "INSERT"], tally
+    assert tally["commits"] == 1 and [c.run.id for c in batch] == [r.id for r in runs]
+    with counted() as tally:
+        assert engine.execute_claimed(thost, batch[0]) == Run.SUCCEEDED
+    # one transaction: the run's end, the flow's failure streak, the step's result, its attempt
+    assert tally["statements"] == ["UPDATE", "UPDATE", "UPDATE", "INSERT"], tally
+    assert tally["commits"] == 1
+    sr = StepRun.get(StepRun.run == runs[0].id)
+    assert (sr.status, sr.attempts, sr.output) == (StepRun.SUCCEEDED, 1, {"value": "b"})
+
+
 def test_a_saved_flow_is_read_again(thost):
     flow = make_flow(thost)
     engine.execute(thost, queue(thost, flow, "a").id)

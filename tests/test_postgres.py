@@ -23,7 +23,7 @@ from connector.signatures import sign
 from connector.store import Run, TriggerState
 
 from .conftest import connection_name, wait_for
-from .test_engine import CALLS, FakePlugin, make_flow, queue
+from .test_engine import CALLS, FakePlugin, drain_in_batches, make_flow, queue
 
 BASE = os.environ.get("CONNECTOR_TEST_POSTGRES_URL",
                       "postgresql://postgres@127.0.0.1:5432/test")
@@ -94,6 +94,18 @@ def test_concurrent_workers_claim_each_run_exactly_once(make_host, pg_url):
     assert sum(counts) == 200 and CALLS[("echo", "one")] == 200  # none twice, none missed
     assert Run.select().where(Run.status == Run.SUCCEEDED).count() == 200
     assert sum(1 for c in counts if c) > 1  # the work really was shared
+
+
+def test_concurrent_batch_claims_take_each_run_exactly_once(make_host, pg_url):
+    host = make_host(extra_plugins=[FakePlugin()], database_url=pg_url)
+    CALLS.clear()
+    flow = make_flow(host, [{"name": "one", "action": "t.echo", "inputs": {"value": 1}}])
+    for i in range(200):
+        queue(host, flow, f"k{i}")
+    counts = drain_in_batches(host, workers=6, batch=9)
+    assert sum(counts) == 200 and CALLS[("echo", "one")] == 200  # none twice, none missed
+    assert Run.select().where((Run.status == Run.SUCCEEDED) & (Run.attempts == 1)).count() == 200
+    assert sum(1 for c in counts if c) > 1
 
 
 @pytest.mark.covers("aiconnector.auto_recharge", "aiconnector.grant_credits")
