@@ -5,8 +5,9 @@ PostgreSQL schema), then, in this process and one thread:
 
 1. sends --webhooks signed CALL_FINISHED deliveries through the real Flask app
    (``create_app(host).test_client()``, the code `connector serve` runs per request);
-2. executes the runs they queued one by one with ``engine.execute``, closing the database
-   connection after each run exactly as ``Executor._work`` does.
+2. executes the runs they queued as the executor does: claimed in batches
+   (``engine.open_batch``), then one by one (``engine.execute_claimed``), closing the
+   database connection after each run exactly as ``Executor._work`` does.
 
 For each phase it counts SQL statements (by kind), transactions committed and database
 connections opened, per webhook and per run, and the time spent inside HTTP calls to the
@@ -183,10 +184,17 @@ def run(args, hook_url: str, secret: str, contact_id: str) -> None:
         profiler.start()
     before = counters.snapshot()
     t0, c0 = time.perf_counter(), time.process_time()
-    for run_id in ids:
-        engine.execute(host, run_id)
-        if not store.db.is_closed():
-            store.db.close()  # what Executor._work does after every run (to the pool)
+    # as Executor does: claim a batch (3 x workers), run each, the connection back to
+    # the pool after every run
+    batch_size = 3 * host.settings.workers
+    while True:
+        batch = engine.open_batch(host, batch_size)
+        if not batch:
+            break
+        for claimed in batch:
+            engine.execute_claimed(host, claimed)
+            if not store.db.is_closed():
+                store.db.close()
     runs_s, runs_cpu = time.perf_counter() - t0, time.process_time() - c0
     if profiler:
         profiler.stop()

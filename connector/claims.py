@@ -13,8 +13,11 @@ import sqlite3
 
 from peewee import fn
 
-from . import store, throttle
+from . import statements, store, throttle
 from .store import Flow, Run, utcnow
+
+_HOLD = statements.Update(Run, [Run.lease_until],  # sent before every step's commit
+                          [(Run.id, "="), (Run.status, "="), (Run.lease_until, "=")])
 
 
 class LostLease(Exception):
@@ -78,20 +81,54 @@ def claim_batch(limit: int, lease_seconds: int, exclude: set[int] = frozenset())
         return []
     now = utcnow()
     lease = now + dt.timedelta(seconds=lease_seconds)
-    due = (Run.select(Run.id).join(Flow)
-           .where(_due(now) & Flow.paused_reason.is_null() & (Flow.concurrency == 0)))
-    if exclude:
-        due = due.where(Run.id.not_in(sorted(exclude)))
-    due = due.order_by(Run.next_attempt_at, Run.id).limit(limit)
-    update = (Run.update(status=Run.RUNNING, lease_until=lease, attempts=Run.attempts + 1,
-                         started_at=fn.COALESCE(Run.started_at, now))
-              .where(Run.id.in_(due) & _due(now)))
     if store.is_sqlite() and sqlite3.sqlite_version_info < (3, 35):  # no RETURNING yet
-        return [run for run in (claim_run(run_id, lease_seconds)
-                                for run_id in [r.id for r in due]) if run is not None]
-    rows = list(update.returning(Run).execute())
-    rows.sort(key=lambda run: (run.next_attempt_at, run.id))
-    return rows
+        due = (Run.select(Run.id).join(Flow)
+               .where(_due(now) & Flow.paused_reason.is_null() & (Flow.concurrency == 0) &
+                      Run.id.not_in(sorted(exclude)))
+               .order_by(Run.next_attempt_at, Run.id).limit(limit))
+        return [run for run in (claim_run(r.id, lease_seconds) for r in due)
+                if run is not None]
+    stamp = Run.next_attempt_at.db_value
+    due = (*Run.DUE, stamp(now), Run.RUNNING, stamp(now))
+    params = [Run.RUNNING, stamp(lease), 1, stamp(now), *due, *sorted(exclude), limit, *due]
+    rows = store.db.execute_sql(_claim_sql(len(exclude)), params).fetchall()
+    runs = [statements.instance(Run, row) for row in rows]
+    runs.sort(key=lambda run: (run.next_attempt_at, run.id))
+    return runs
+
+
+_CLAIM_SQL: dict[tuple, str] = {}
+
+
+def _claim_sql(excluded: int) -> str:
+    """The batch claim as SQL, written once per dialect and number of excluded ids: building
+    it with peewee cost more than running it, and the executor claims after every wake-up.
+    Equivalent to ``Run.update(...).where(Run.id.in_(<oldest due runs of unpaused,
+    unlimited flows>) & <still due>).returning(Run)``."""
+    param = store.db.obj.param
+    key = (param, excluded)
+    sql = _CLAIM_SQL.get(key)
+    if sql is None:
+        statuses = ", ".join([param] * len(Run.DUE))
+
+        def due(t):  # _due(now) on the table prefix t
+            return (f'(({t}"status" IN ({statuses}) AND {t}"next_attempt_at" <= {param})'
+                    f' OR ({t}"status" = {param} AND {t}"lease_until" < {param}))')
+
+        run_due = due('"r".')
+        skip = (f' AND "r"."id" NOT IN ({", ".join([param] * excluded)})'
+                if excluded else "")
+        sql = _CLAIM_SQL[key] = (
+            f'UPDATE "run" SET "status" = {param}, "lease_until" = {param}, '
+            f'"attempts" = ("attempts" + {param}), '
+            f'"started_at" = COALESCE("started_at", {param}) '
+            f'WHERE "id" IN (SELECT "r"."id" FROM "run" AS "r" '
+            f'INNER JOIN "flow" AS "f" ON ("r"."flow_id" = "f"."id") '
+            f'WHERE {run_due} AND "f"."paused_reason" IS NULL '
+            f'AND "f"."concurrency" = 0{skip} '
+            f'ORDER BY "r"."next_attempt_at", "r"."id" LIMIT {param}) '
+            f'AND {due("")} RETURNING {statements.columns(Run)}')
+    return sql
 
 
 def claim(run_id: int, lease_seconds: int) -> dt.datetime | None:
@@ -146,8 +183,6 @@ def _returning(update, run_id: int) -> Run | None:
 def hold(run_id: int, lease: dt.datetime, lease_seconds: int) -> dt.datetime:
     """Renew the lease inside the current transaction, or raise LostLease."""
     new = utcnow() + dt.timedelta(seconds=lease_seconds)
-    rows = Run.update(lease_until=new).where(
-        (Run.id == run_id) & (Run.status == Run.RUNNING) & (Run.lease_until == lease)).execute()
-    if rows != 1:
+    if _HOLD.execute(new, run_id, Run.RUNNING, lease) != 1:
         raise LostLease(run_id)
     return new

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from marshmallow import ValidationError
 
-from . import conditions, plans, store, templates
+from . import conditions, plans, statements, store, templates
 from .claims import (  # noqa: F401  (re-exported)
     LostLease, claim, claim_batch, claim_run, due_limited, due_runs, hold as _hold,
 )
@@ -32,6 +32,24 @@ from .sdk import ActionContext, Park, request_hash  # noqa: F401
 from .store import Flow, IdempotencyRecord, Run, StepAttempt, StepRun, utcnow
 
 log = logging.getLogger("connector.engine")
+
+# Sent for every step and run: compiled once (connector.statements), not built each time.
+_END_RUN = statements.Update(
+    Run, [Run.status, Run.error, Run.failed_step, Run.finished_at, Run.lease_until],
+    [(Run.id, "=")])
+_END_LEASED_RUN = statements.Update(  # ... only while this lease holds it
+    Run, [Run.status, Run.error, Run.failed_step, Run.finished_at, Run.lease_until],
+    [(Run.id, "="), (Run.status, "="), (Run.lease_until, "=")])
+_CLEAR_STREAK = statements.Update(Flow, [Flow.failure_streak],
+                                  [(Flow.id, "="), (Flow.failure_streak, ">")])
+_SAVE_STEP = statements.Update(
+    StepRun, [StepRun.status, StepRun.error, StepRun.attempts, StepRun.inputs, StepRun.output,
+              StepRun.resume_at, StepRun.started_at, StepRun.finished_at],
+    [(StepRun.id, "=")])
+_RECORD_ATTEMPT = statements.Insert(
+    StepAttempt, [StepAttempt.step_run, StepAttempt.number, StepAttempt.status,
+                  StepAttempt.error, StepAttempt.retry_at, StepAttempt.started_at,
+                  StepAttempt.duration_ms])
 
 
 def backoff(attempt: int, base: float, cap: float, retry_after: float | None,
@@ -347,16 +365,21 @@ class _Walk:
         raise _Stop(Run.FAILED)
 
     def _commit(self, sr, status, started_at, started, error, counts=True) -> None:
-        with store.write_tx():
-            self.lease = _hold(self.run.id, self.lease, self.settings.lease_seconds)
+        def write():  # run by whichever thread commits the group (store.grouped)
+            lease = _hold(self.run.id, self.lease, self.settings.lease_seconds)
             _finish_step(sr, status, started_at, started, error, counts=counts,
                          record=status != StepRun.RUNNING)
+            return lease
+
+        self.lease = store.grouped(write)
 
     def _finish(self, sr, started_at, started) -> None:
         """Commit the last top-level step's success and the run's end as one transaction."""
-        with store.write_tx():
+        def write():
             _finish_run(self.run, Run.SUCCEEDED, None, None, self.host, lease=self.lease)
             _finish_step(sr, StepRun.SUCCEEDED, started_at, started, None)
+
+        store.grouped(write)
         self.finished = True
 
 
@@ -373,7 +396,8 @@ def _finish_step(sr: StepRun, status: str, started_at, started: float, error, re
     sr.started_at = sr.started_at or started_at
     if status not in (StepRun.RETRYING, StepRun.RUNNING, StepRun.PARKED):
         sr.finished_at = utcnow()
-    sr.save()
+    _SAVE_STEP.execute(sr.status, sr.error, sr.attempts, sr.inputs, sr.output, sr.resume_at,
+                       sr.started_at, sr.finished_at, sr.id)
     if not record:
         return
     # A step run made by this execution counts its attempts itself (``logged``); one read
@@ -382,9 +406,8 @@ def _finish_step(sr: StepRun, status: str, started_at, started: float, error, re
     if logged is None:
         logged = StepAttempt.select().where(StepAttempt.step_run == sr).count()
     number = sr.logged = logged + 1
-    StepAttempt.create(step_run=sr, number=number, status=status, error=error,
-                       retry_at=retry_at, started_at=started_at,
-                       duration_ms=round((time.monotonic() - started) * 1000, 3))
+    _RECORD_ATTEMPT.execute(sr.id, number, status, error, retry_at, started_at,
+                            round((time.monotonic() - started) * 1000, 3))
 
 
 def _finish_run(run: Run, status: str, error, failed_step, host: Host | None = None,
@@ -393,15 +416,13 @@ def _finish_run(run: Run, status: str, error, failed_step, host: Host | None = N
 
     With ``lease`` the end also checks the lease (raising LostLease), instead of a hold.
     """
-    query = Run.update(status=status, error=error, failed_step=failed_step,
-                       finished_at=utcnow(), lease_until=None).where(Run.id == run.id)
-    if lease is not None:
-        query = query.where((Run.status == Run.RUNNING) & (Run.lease_until == lease))
-    if query.execute() != 1 and lease is not None:
+    end = (status, error, failed_step, utcnow(), None, run.id)
+    if lease is None:
+        _END_RUN.execute(*end)
+    elif _END_LEASED_RUN.execute(*end, Run.RUNNING, lease) != 1:
         raise LostLease(run.id)
     if status != Run.FAILED:  # the common case: no read, and a write only after failures
-        Flow.update(failure_streak=0).where(
-            (Flow.id == run.flow_id) & (Flow.failure_streak > 0)).execute()
+        _CLEAR_STREAK.execute(0, run.flow_id, 0)
         return
     flow = Flow.get_by_id(run.flow_id)
     streak = flow.failure_streak + 1

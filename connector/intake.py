@@ -12,9 +12,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from peewee import JOIN, IntegrityError
+from peewee import IntegrityError
 
-from . import store
+from . import statements, store
 from .errors import APIError, SignatureError
 from .host import Host
 from .sdk import (
@@ -23,6 +23,11 @@ from .sdk import (
 from .store import Flow, Run, SeenItem, StepRun, TriggerState, fit_key, utcnow
 
 log = logging.getLogger("connector.intake")
+_SEE = statements.Insert(SeenItem, [SeenItem.flow, SeenItem.key, SeenItem.expires_at])
+_QUEUE = statements.Insert(Run, [Run.flow, Run.item, Run.dedupe_key])
+#: the flow listening at a webhook token, with its trigger state (None if it has none yet)
+_HOOKED_FLOW = statements.SelectOne(Flow, [(Flow.webhook_token, "=")],
+                                    join=(TriggerState, TriggerState.flow, "state"))
 PRIME_ROUNDS = 1000  # polls of one priming at most (100,000 items at 100 a page)
 
 
@@ -65,12 +70,15 @@ def ingest(flow: Flow, trigger: Trigger, keyed: list[tuple[str, dict]],
     if len(fresh) == 1 and not saves_cursor:
         # One item and nothing else to save (a webhook): no savepoint needed; a concurrent
         # twin that won the race makes the whole transaction roll back, which is the answer.
+        # Concurrent webhooks share their transactions (store.grouped).
         key, item = fresh[0]
+
+        def record():
+            _SEE.execute(flow.id, key, expires)
+            return _QUEUE.execute(flow.id, item, key)
+
         try:
-            with store.write_tx():
-                SeenItem.insert(flow=flow, key=key, expires_at=expires).execute()
-                result.created.append(Run.insert(flow=flow, item=item, dedupe_key=key)
-                                      .execute())
+            result.created.append(store.grouped(record))
         except IntegrityError:
             result.duplicates += 1
         return result
@@ -205,15 +213,13 @@ class Reply:
 
 def receive_webhook(host: Host, token: str, request: WebhookRequest) -> tuple[Reply, Intake]:
     """Verify, parse and ingest one webhook request for the flow owning ``token``."""
-    flow = (Flow.select(Flow, TriggerState)
-            .join(TriggerState, JOIN.LEFT_OUTER, on=(TriggerState.flow == Flow.id), attr="state")
-            .where(Flow.webhook_token == token).first())
+    flow = _HOOKED_FLOW.execute(token)
     if flow is None or not flow.enabled:
         return Reply(404, _error("NOT_FOUND", "no enabled flow listens at this URL")), Intake()
     trigger = host.catalog.trigger(flow.trigger_key)
     if not isinstance(trigger, WebhookTrigger):
         return Reply(404, _error("NOT_FOUND", "no enabled flow listens at this URL")), Intake()
-    state = flow.state if getattr(flow.state, "id", None) is not None else None
+    state = flow.state
     subscription = host.open_sealed(state.sealed_subscription) if (
         state and state.sealed_subscription) else {}
     ctx = TriggerContext(flow_name=flow.name, inputs=dict(flow.trigger_inputs or {}),

@@ -47,15 +47,23 @@ def once(scope: str, key: str, request, call: Callable[[], dict], run_id: int | 
             response = call()
     except APIError as exc:
         if not exc.maybe_applied:
-            IdempotencyRecord.delete().where(IdempotencyRecord.id == record.id).execute()
+            _release(record)
         raise
     except Exception:
-        IdempotencyRecord.delete().where(IdempotencyRecord.id == record.id).execute()
+        _release(record)
         raise
-    IdempotencyRecord.update(status=IdempotencyRecord.DONE, response=response,
-                             updated_at=utcnow()).where(
-        IdempotencyRecord.id == record.id).execute()
+    # Every write queues on write_tx: a lone statement waiting on SQLite's busy handler
+    # can be passed over by the queued writers until its 30 s run out ("database is locked").
+    with store.write_tx():
+        IdempotencyRecord.update(status=IdempotencyRecord.DONE, response=response,
+                                 updated_at=utcnow()).where(
+            IdempotencyRecord.id == record.id).execute()
     return response
+
+
+def _release(record: IdempotencyRecord) -> None:
+    with store.write_tx():
+        IdempotencyRecord.delete().where(IdempotencyRecord.id == record.id).execute()
 
 
 def _repeat(record: IdempotencyRecord, digest: str, key: str, run_id: int | None) -> dict:

@@ -371,6 +371,71 @@ def write_tx():
         yield
 
 
+def grouped(work):
+    """Run ``work()`` (a few writes) in a write transaction, maybe shared with other threads.
+
+    Group commit, SQLite only: while one thread commits, the writes other threads hand in
+    queue; the next of them to go commits all of those in one transaction, each in a
+    savepoint of its own, so one that raises (a duplicate key, a lost lease) is undone
+    alone and its exception goes back to the thread that handed it in. Under concurrent
+    webhooks and runs this turns a queue of small transactions, each waiting for the
+    write lock and the GIL, into a few larger ones. ``work`` runs in whichever thread
+    commits: it may only use its arguments and the database, never thread-local state.
+    Returns what ``work`` returned. Inside a transaction, or on PostgreSQL (which writes
+    concurrently and groups its own commits), it is ``with write_tx(): work()``.
+    """
+    if not is_sqlite() or db.in_transaction():
+        with write_tx():
+            return work()
+    job = _Job(work)
+    with _GROUP:
+        _group["queue"].append(job)
+        while _group["busy"] and not job.done:
+            _GROUP.wait()
+        if not job.done:  # lead: commit everything queued so far, this job included
+            _group["busy"] = True
+            batch, _group["queue"] = _group["queue"], []
+    if not job.done:
+        try:
+            _commit_group(batch)
+        finally:
+            with _GROUP:
+                _group["busy"] = False
+                _GROUP.notify_all()
+    if job.error is not None:
+        raise job.error
+    return job.value
+
+
+class _Job:
+    __slots__ = ("work", "value", "error", "done")
+
+    def __init__(self, work):
+        self.work, self.value, self.error, self.done = work, None, None, False
+
+
+def _commit_group(batch: list[_Job]) -> None:
+    try:
+        with write_tx():
+            if len(batch) == 1:  # alone: no savepoint; an error rolls back the transaction
+                batch[0].value = batch[0].work()
+            else:
+                for job in batch:
+                    try:
+                        with db.atomic():  # a savepoint: one failure undoes only itself
+                            job.value = job.work()
+                    except Exception as exc:
+                        job.error = exc
+    except Exception as exc:  # the transaction itself failed: nothing of it was written
+        for job in batch:
+            job.value, job.error = None, job.error or exc
+    finally:
+        for job in batch:
+            job.done = True
+
+
+_GROUP = threading.Condition(threading.Lock())
+_group = {"queue": [], "busy": False}  # guarded by _GROUP
 _WRITE_LOCK = threading.RLock()  # reentrant: a write may nest another (a savepoint)
 _queue = {"pid": None, "path": None, "fd": None, "depth": 0}  # guarded by _WRITE_LOCK
 

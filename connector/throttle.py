@@ -104,25 +104,34 @@ def acquire(key: str, limit: RateLimit, now: float | None = None) -> float:
     per = float(limit.per_seconds)
     window = int(now // per)
     for _ in range(5):
-        # A row already in a newer window (a worker whose clock runs ahead) counts us there.
-        if RateWindow.update(count=RateWindow.count + 1).where(
-                (RateWindow.key == key) & (RateWindow.window >= window) &
-                (RateWindow.count < limit.requests)).execute():
-            return 0.0
-        if RateWindow.update(window=window, count=1).where(
-                (RateWindow.key == key) & (RateWindow.window < window)).execute():
-            return 0.0
-        row = RateWindow.get_or_none(RateWindow.key == key)
-        if row is None:
-            try:
-                with store.db.atomic():
-                    RateWindow.create(key=key, window=window, count=1)
-                return 0.0
-            except IntegrityError:
-                continue  # another worker made the row first: count against it
-        if row.window >= window and row.count >= limit.requests:
-            return max((row.window + 1) * per - now, 0.001)
+        with store.write_tx():  # queued with the other writers (see ledger.once)
+            waited = _count(key, limit, window, now, per)
+        if waited is not None:
+            return waited
     return 0.01  # the row kept changing under us: try again in a moment
+
+
+def _count(key: str, limit: RateLimit, window: int, now: float, per: float) -> float | None:
+    """One try of :func:`acquire`: 0.0 admitted, seconds to wait, or None to try again."""
+    # A row already in a newer window (a worker whose clock runs ahead) counts us there.
+    if RateWindow.update(count=RateWindow.count + 1).where(
+            (RateWindow.key == key) & (RateWindow.window >= window) &
+            (RateWindow.count < limit.requests)).execute():
+        return 0.0
+    if RateWindow.update(window=window, count=1).where(
+            (RateWindow.key == key) & (RateWindow.window < window)).execute():
+        return 0.0
+    row = RateWindow.get_or_none(RateWindow.key == key)
+    if row is None:
+        try:
+            with store.db.atomic():
+                RateWindow.create(key=key, window=window, count=1)
+            return 0.0
+        except IntegrityError:
+            return None  # another worker made the row first: count against it
+    if row.window >= window and row.count >= limit.requests:
+        return max((row.window + 1) * per - now, 0.001)
+    return None
 
 
 class RateGate:
