@@ -46,6 +46,9 @@ _SAVE_STEP = statements.Update(
     StepRun, [StepRun.status, StepRun.error, StepRun.attempts, StepRun.inputs, StepRun.output,
               StepRun.resume_at, StepRun.started_at, StepRun.finished_at],
     [(StepRun.id, "=")])
+_OPEN_STEPS = statements.InsertMany(  # a batch's first steps, pending while they run
+    StepRun, [StepRun.run, StepRun.name, StepRun.position, StepRun.action_key],
+    returning=[StepRun.run, StepRun.id])
 _RECORD_ATTEMPT = statements.Insert(
     StepAttempt, [StepAttempt.step_run, StepAttempt.number, StepAttempt.status,
                   StepAttempt.error, StepAttempt.retry_at, StepAttempt.started_at,
@@ -104,14 +107,12 @@ def open_batch(host: Host, limit: int, exclude: set[int] = frozenset()) -> list[
         batch = [Claimed(run, plan[run.flow_id]) for run in runs]
         fresh = [c for c in batch if c.run.attempts == 1 and c.plan[1]]
         if fresh:
-            rows = [{"run": c.run.id, "name": c.plan[1][0].name,
-                     "position": c.plan[1][0].row.position,
-                     "action_key": c.plan[1][0].row.action_key} for c in fresh]
-            ids = dict(StepRun.insert_many(rows).returning(StepRun.run, StepRun.id)
-                       .tuples().execute())
-            for c, row in zip(fresh, rows):
-                c.pending = StepRun(id=ids[c.run.id], run=c.run, name=row["name"],
-                                    position=row["position"], action_key=row["action_key"])
+            rows = [(c.run.id, c.plan[1][0].name, c.plan[1][0].row.position,
+                     c.plan[1][0].row.action_key) for c in fresh]
+            ids = dict(_OPEN_STEPS.execute(rows))
+            for c, (_, name, position, action_key) in zip(fresh, rows):
+                c.pending = StepRun(id=ids[c.run.id], run=c.run, name=name, position=position,
+                                    action_key=action_key)
                 c.pending.logged = 0
     return batch
 
@@ -557,13 +558,13 @@ class Executor:
     def _dispatch(self) -> None:
         # Claiming and marking in-flight under one lock keeps two dispatching threads (the
         # wake-up loop and the scheduler's due-runs job) from submitting the same run twice.
-        # Runs are claimed in batches: when a thread is idle (or on the periodic tick), up
-        # to ``3 x workers`` runs in flight, so a busy executor claims a handful at a time,
-        # not one per finished run.
+        # Runs are claimed in batches: only when a thread is idle, up to ``3 x workers``
+        # runs in flight, so a busy executor claims a handful at a time, not one for each
+        # finished run or each webhook's wake-up.
         with self._lock:
+            if len(self._inflight) >= self.workers or self._stop.is_set():
+                return  # every thread has a run: more now would only make batches smaller
             room = self.workers * 3 - len(self._inflight)
-            if room <= 0 or self._stop.is_set():
-                return
             exclude = set(self._inflight)
             batch = open_batch(self.host, room, exclude)
             self._inflight.update(c.run.id for c in batch)

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import threading
 
-from peewee import fn
-
-from . import store
+from . import statements, store
 from .flows import StepNode, step_tree
 from .store import Connection, Flow, Step
 
+#: the flow, and the newest ``updated_at`` of its steps' connections (read before every
+#: batch of runs, so written once as SQL: see connector.statements)
+_FLOW_AND_STAMP = statements.Sql(lambda param, postgres: (
+    f"SELECT {statements.columns(Flow, Flow._meta.table_name)}, "
+    f'(SELECT MAX("c"."updated_at") FROM "{Step._meta.table_name}" AS "s" '
+    f'INNER JOIN "{Connection._meta.table_name}" AS "c" ON ("s"."connection_id" = "c"."id") '
+    f'WHERE "s"."flow_id" = "{Flow._meta.table_name}"."id") '
+    f'FROM "{Flow._meta.table_name}" WHERE "{Flow._meta.table_name}"."id" = {param}'))
 _LIMIT = 1000  # flows kept; past it the cache starts over
 _cache: dict[int, tuple[tuple, list[StepNode]]] = {}
 _lock = threading.Lock()
@@ -25,12 +31,12 @@ def load(flow_id: int) -> tuple[Flow, list[StepNode]]:
     """Return the flow's row (read now) and its step tree (cached while the flow and its
     connections are unchanged); the tree is shared between threads: read it, never change it.
     """
-    stamp = (Step.select(fn.MAX(Connection.updated_at))
-             .join(Connection, on=(Step.connection == Connection.id))
-             .where(Step.flow == Flow.id))
-    flow = Flow.select(Flow, stamp.alias("connections_stamp")).where(Flow.id == flow_id).get()
+    row = _FLOW_AND_STAMP.execute(flow_id).fetchone()
+    if row is None:
+        raise Flow.DoesNotExist(f"no flow with id {flow_id}")
+    flow = statements.instance(Flow, row[:-1])
     # the database's name too: a test suite makes a new database per test, with the same ids
-    key = (store.db.obj.database, flow.updated_at, flow.connections_stamp)
+    key = (store.db.obj.database, flow.updated_at, row[-1])
     cached = _cache.get(flow_id)
     if cached is not None and cached[0] == key:
         return flow, cached[1]

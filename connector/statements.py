@@ -15,6 +15,8 @@ uses peewee's builder, which is clearer.
 """
 from __future__ import annotations
 
+import sqlite3
+
 from peewee import Field, Model
 
 from . import store
@@ -50,6 +52,18 @@ def _where(conditions, param: str, table: str = "") -> str:
         column = table + _quote(field.column_name)
         parts.append(f"{column} {_OPS[op]}" if op == "is null" else f"{column} {op} {param}")
     return " AND ".join(parts)
+
+
+class Sql(_Statement):
+    """Any statement: ``build(param, postgres)`` writes it once per dialect; execute returns
+    the cursor (values are passed as they are: convert them with the fields' db_value)."""
+
+    def __init__(self, build):
+        super().__init__()
+        self.compile = build
+
+    def execute(self, *params):
+        return store.db.execute_sql(self.sql()[0], list(params))
 
 
 class Update(_Statement):
@@ -106,6 +120,44 @@ class Insert(_Statement):
         params = [convert(v) for convert, v in zip(self._converters, values, strict=True)]
         cursor = store.db.execute_sql(sql, params)
         return cursor.fetchone()[0] if postgres else cursor.lastrowid
+
+
+class InsertMany(Insert):
+    """Several rows in one ``INSERT ... VALUES (...), (...) RETURNING <returning>``;
+    execute takes a list of value tuples and returns the ``returning`` columns of each new
+    row, in no promised order. Needs RETURNING (SQLite 3.35 or later, PostgreSQL)."""
+
+    def __init__(self, model: type[Model], fields: list[Field], returning: list[Field]):
+        super().__init__(model, fields)
+        self.returning = returning
+        self._by_count: dict[tuple, str] = {}
+
+    def execute(self, rows: list[tuple]) -> list[tuple]:
+        if not rows:
+            return []
+        if store.is_sqlite() and sqlite3.sqlite_version_info < (3, 35):  # no RETURNING yet
+            made = []
+            for values in rows:
+                new_id = Insert.execute(self, *values)
+                made.append(tuple(new_id if f.primary_key else values[self.fields.index(f)]
+                                  for f in self.returning))
+            return made
+        param = store.db.obj.param
+        key = (param, len(rows))
+        sql = self._by_count.get(key)
+        if sql is None:
+            columns = ", ".join(_quote(f.column_name) for f in self.fields)
+            marks = "(" + ", ".join([param] * len(self.fields)) + ")"
+            back = ", ".join(_quote(f.column_name) for f in self.returning)
+            sql = self._by_count[key] = (
+                f"INSERT INTO {_quote(self.model._meta.table_name)} ({columns}) "
+                f"VALUES {', '.join([marks] * len(rows))} RETURNING {back}")
+        params = []
+        for values in rows:
+            values = list(values) + [f.default() if callable(f.default) else f.default
+                                     for f in self.defaults]
+            params += [convert(v) for convert, v in zip(self._converters, values, strict=True)]
+        return [tuple(row) for row in store.db.execute_sql(sql, params).fetchall()]
 
 
 def columns(model: type[Model], table: str | None = None) -> str:

@@ -162,3 +162,34 @@ def test_the_outbound_session_reads_the_environment_once(monkeypatch, tmp_path):
     monkeypatch.delenv("HTTPS_PROXY")
     (tmp_path / ".netrc").write_text("machine example.com login a password b\n")
     assert new_session().trust_env is True
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["returning", "sqlite-before-3.35"])
+def test_insert_many_returns_what_it_made_and_fills_defaults(make_host, monkeypatch,
+                                                             returning):
+    host = make_host(extra_plugins=[FakePlugin()])
+    if not returning:
+        monkeypatch.setattr(statements.sqlite3, "sqlite_version_info", (3, 34, 1))
+    flow = a_flow(host)
+    runs = [Run.insert(flow=flow, item={}).execute() for _ in range(3)]
+    open_steps = statements.InsertMany(
+        StepRun, [StepRun.run, StepRun.name, StepRun.position, StepRun.action_key],
+        returning=[StepRun.run, StepRun.id])
+    made = dict(open_steps.execute([(run, "one", 0, "t.echo") for run in runs]))
+    assert sorted(made) == runs and open_steps.execute([]) == []
+    for run, step_id in made.items():
+        sr = StepRun.get_by_id(step_id)
+        assert (sr.run_id, sr.name, sr.status, sr.attempts) == (run, "one", StepRun.PENDING, 0)
+
+
+def test_a_batch_claim_without_returning_claims_run_by_run(make_host, monkeypatch):
+    from connector import claims, engine
+
+    host = make_host(extra_plugins=[FakePlugin()])
+    monkeypatch.setattr(claims.sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(statements.sqlite3, "sqlite_version_info", (3, 34, 1))
+    flow = a_flow(host)
+    ids = [Run.insert(flow=flow, item={}).execute() for _ in range(4)]
+    batch = engine.open_batch(host, 3, exclude={ids[0]})
+    assert [c.run.id for c in batch] == ids[1:] and all(c.pending for c in batch)
+    assert [engine.execute_claimed(host, c) for c in batch] == [Run.SUCCEEDED] * 3
