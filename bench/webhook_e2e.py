@@ -190,7 +190,7 @@ def main() -> int:
                              "schema of its own is created and dropped. Default: SQLite "
                              "in a temp dir")
     parser.add_argument("--workers", type=int, default=None,
-                        help="CONNECTOR_WORKERS for serve (default: the connector's, 4)")
+                        help="CONNECTOR_WORKERS for serve (default: the connector's, 16)")
     parser.add_argument("--processes", type=int, default=1,
                         help="connector serve --processes (default 1)")
     parser.add_argument("--procs", type=int, default=2,

@@ -14,7 +14,8 @@ from .errors import ConfigurationError
 
 @click.command()
 @click.option("-c", "--concurrency", type=click.IntRange(1, 1000), default=None,
-              help="Runs executed at once by this worker (CONNECTOR_WORKERS, 4).")
+              help="Runs executed at once by this worker (default: one process per core "
+                   "with prefork, CONNECTOR_WORKERS threads with threads).")
 @click.option("-Q", "--queue", default=None,
               help="Queue to consume (CONNECTOR_BROKER_QUEUE, default 'connector').")
 @click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]),
@@ -53,11 +54,13 @@ def worker(concurrency, queue, pool, loglevel, hostname, plugins_dir):
     # close, so no connection is shared with the pool processes forked below.
     Host(settings).close()
     workers.configure(settings)
+    if concurrency is None:  # a process per slot costs a process's memory: one per core
+        concurrency = settings.workers if pool == "threads" else (os.cpu_count() or 1)
     name = hostname or f"connector-{os.getpid()}@{socket.gethostname()}"
     click.echo(f"connector worker {name.replace('%h', socket.gethostname())}: queue "
-               f"{broker.queue} on {broker.safe_url}, {concurrency or settings.workers} x {pool}",
+               f"{broker.queue} on {broker.safe_url}, {concurrency} x {pool}",
                err=True)
-    app.worker_main(["worker", f"--concurrency={concurrency or settings.workers}",
+    app.worker_main(["worker", f"--concurrency={concurrency}",
                      f"--queues={broker.queue}", f"--pool={pool}",
                      f"--loglevel={loglevel.upper()}", f"--hostname={name}",
                      # no chatter between workers: runs need none of Celery's remote control

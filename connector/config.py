@@ -41,7 +41,7 @@ class Settings:
     public_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
-    workers: int = 4
+    workers: int = 16
     lease_seconds: int = 300
     max_attempts: int = 5
     backoff_base: float = 2.0
@@ -67,7 +67,7 @@ class Settings:
             public_url=env.get("CONNECTOR_PUBLIC_URL") or None,
             host=env.get("CONNECTOR_HOST") or "127.0.0.1",
             port=_int(env, "CONNECTOR_PORT", 8080),
-            workers=_int(env, "CONNECTOR_WORKERS", 4),
+            workers=_int(env, "CONNECTOR_WORKERS", 16),
             lease_seconds=_int(env, "CONNECTOR_LEASE_SECONDS", 300),
             max_attempts=_int(env, "CONNECTOR_MAX_ATTEMPTS", 5),
             keep_runs_days=_int(env, "CONNECTOR_KEEP_RUNS_DAYS", 30),
