@@ -24,7 +24,7 @@ from urllib.parse import quote
 from marshmallow import (Schema, ValidationError, fields, post_load, validate,
                          validates_schema)
 
-from connector import Action, FatalAPIError, Search, UserError, hookimpl
+from connector import Action, FatalAPIError, JSONBody, Search, UserError, hookimpl
 from connector.fields import fast_e164
 from connector.plugins.samora import E164_HELP, AgentId, SamoraPhone, normalize_e164
 
@@ -587,7 +587,7 @@ class AddRecipients(Action):
         batches = list(recipient_batches(inputs["recipients"]))
         done, count = 0, len(inputs["recipients"])
         for i, batch in enumerate(batches):
-            body = {"recipients": batch}
+            body = JSONBody({"recipients": batch})  # hashed and sent, encoded once
             result = unwrap(ctx.once(f"{ctx.idempotency_key}:batch{i}",
                                      {"path": path, "body": body},
                                      lambda: ctx.client.post(path, json=body)))

@@ -117,9 +117,18 @@ def child(args) -> int:
                       f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
     requests.Session.send = timed_send
+    profiler = None
+    if args.profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.001)
+        profiler.start()
     t0 = time.perf_counter()
     output = run_action(host, args.key, args.connection, data)
     wall = time.perf_counter() - t0
+    if profiler is not None:
+        profiler.stop()
+        print(profiler.output_text(unicode=False, color=False), file=sys.stderr)
     host.close()
     print(json.dumps({"wall": wall, "http": stats["http"], "calls": stats["calls"],
                       "output": {k: v for k, v in output.items() if k != "errors"},
@@ -133,6 +142,8 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--jobs", nargs="+", choices=JOBS, default=list(JOBS))
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="print pyinstrument's report of each instrumented run on stderr")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
     parser.add_argument("--connection", help=argparse.SUPPRESS)
@@ -166,7 +177,8 @@ def main() -> int:
             every = 1 if job == "recipients" else 20
             print(f"{job}: {args.rows} rows with {key}; instrumented run's progress:")
             proc = children.start([PYTHON, __file__, "--child", "--key", key, "--connection",
-                                   connection, "--path", path, "--every", every], env=env,
+                                   connection, "--path", path, "--every", every,
+                                   *(["--profile"] if args.profile else [])], env=env,
                                   cwd=tmp, stdout=subprocess.PIPE)
             out, _ = proc.communicate(timeout=3600)
             children.procs.remove(proc)

@@ -20,9 +20,9 @@ _EXPORTS = {
                "SignatureError", "Throttled", "UserError"),
     "hookspecs": ("hookimpl",),
     "fields": ("Phone",),
-    "sdk": ("Action", "ActionContext", "App", "InputSchema", "Park", "PollTrigger",
-            "RateLimit", "ScheduleTrigger", "Search", "ServiceWebhookTrigger", "Trigger", "TriggerContext",
-            "WebhookRequest", "WebhookTrigger"),
+    "sdk": ("Action", "ActionContext", "App", "InputSchema", "JSONBody", "Park", "PollTrigger",
+            "RateLimit", "ScheduleTrigger", "Search", "ServiceWebhookTrigger", "Trigger",
+            "TriggerContext", "WebhookRequest", "WebhookTrigger"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from .fields import Phone  # noqa: F401
     from .hookspecs import hookimpl  # noqa: F401
     from .sdk import (  # noqa: F401
-        Action, ActionContext, App, InputSchema, Park, PollTrigger, RateLimit, ScheduleTrigger,
-        Search,
-        ServiceWebhookTrigger, Trigger, TriggerContext, WebhookRequest, WebhookTrigger,
+        Action, ActionContext, App, InputSchema, JSONBody, Park, PollTrigger, RateLimit,
+        ScheduleTrigger, Search, ServiceWebhookTrigger, Trigger, TriggerContext, WebhookRequest,
+        WebhookTrigger,
     )

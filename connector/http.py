@@ -25,7 +25,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from .errors import APIError, FatalAPIError, OutcomeUnknown, RetriableAPIError
-from .sdk import App, OutgoingRequest
+from .sdk import App, JSONBody, OutgoingRequest
 
 RETRIABLE_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 # A gateway answering for the service may have forwarded the request before failing: the
@@ -171,8 +171,13 @@ class ApiClient:
         ``idempotent`` says a POST or PATCH is safe to send again (a search, a set
         membership), so a lost answer stays retriable instead of raising OutcomeUnknown.
         """
-        response = self.raw_request(method, path, params=params, json=json, headers=headers,
-                                    auth=auth, idempotent=idempotent)
+        if isinstance(json, JSONBody):  # encoded once already: send its bytes
+            headers = {"Content-Type": "application/json", **(headers or {})}
+            response = self.raw_request(method, path, params=params, data=json.data,
+                                        headers=headers, auth=auth, idempotent=idempotent)
+        else:
+            response = self.raw_request(method, path, params=params, json=json,
+                                        headers=headers, auth=auth, idempotent=idempotent)
         try:
             return self._result(response, expect_json)
         except APIError as exc:

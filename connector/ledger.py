@@ -9,7 +9,7 @@ from typing import Callable
 
 from peewee import IntegrityError
 
-from . import store
+from . import statements, store
 from .errors import APIError, IdempotencyConflict, OutcomeUnknown, Throttled
 from .http import ledger_guard
 from .sdk import request_hash
@@ -31,12 +31,13 @@ def once(scope: str, key: str, request, call: Callable[[], dict], run_id: int | 
     """
     digest = request_hash(request)
     key = store.fit_key(key)
-    record = IdempotencyRecord.get_or_none(scope=scope, key=key)
+    record = _FIND.execute(scope, key)
     if record is None:
         try:
             with store.write_tx():
-                record = IdempotencyRecord.create(scope=scope, key=key, request_hash=digest,
-                                                  run_id=run_id, step_name=step_name)
+                new_id = _RECORD.execute(scope, key, digest, run_id, step_name)
+            record = IdempotencyRecord(id=new_id, scope=scope, key=key, request_hash=digest,
+                                       run_id=run_id, step_name=step_name)
         except IntegrityError:
             record = IdempotencyRecord.get(scope=scope, key=key)
             return _repeat(record, digest, key, run_id)
@@ -55,15 +56,25 @@ def once(scope: str, key: str, request, call: Callable[[], dict], run_id: int | 
     # Every write queues on write_tx: a lone statement waiting on SQLite's busy handler
     # can be passed over by the queued writers until its 30 s run out ("database is locked").
     with store.write_tx():
-        IdempotencyRecord.update(status=IdempotencyRecord.DONE, response=response,
-                                 updated_at=utcnow()).where(
-            IdempotencyRecord.id == record.id).execute()
+        _DONE.execute(IdempotencyRecord.DONE, response, utcnow(), record.id)
     return response
 
 
 def _release(record: IdempotencyRecord) -> None:
     with store.write_tx():
-        IdempotencyRecord.delete().where(IdempotencyRecord.id == record.id).execute()
+        _FORGET.execute(record.id)
+
+
+# A bulk action sends hundreds of batches through here: written once (connector.statements).
+_FIND = statements.SelectOne(IdempotencyRecord, [(IdempotencyRecord.scope, "="),
+                                                 (IdempotencyRecord.key, "=")])
+_RECORD = statements.Insert(IdempotencyRecord, [
+    IdempotencyRecord.scope, IdempotencyRecord.key, IdempotencyRecord.request_hash,
+    IdempotencyRecord.run_id, IdempotencyRecord.step_name])
+_DONE = statements.Update(IdempotencyRecord, [
+    IdempotencyRecord.status, IdempotencyRecord.response, IdempotencyRecord.updated_at],
+    [(IdempotencyRecord.id, "=")])
+_FORGET = statements.Delete(IdempotencyRecord, [(IdempotencyRecord.id, "=")])
 
 
 def _repeat(record: IdempotencyRecord, digest: str, key: str, run_id: int | None) -> dict:

@@ -373,6 +373,36 @@ class Search(Action):
                 "first": results[0] if results else None, "results": results}
 
 
+class JSONBody:
+    """A request body encoded as JSON once, for both the ledger and the wire.
+
+    A bulk action hands the same large body to ``ctx.once`` (which hashes it) and to the
+    client (which encodes it): two encodings of up to 2 MiB per batch. ``JSONBody(body)``
+    encodes it once, keys sorted; ``client.post(path, json=JSONBody(...))`` sends those
+    bytes, and :func:`request_hash` of it, or of a mapping holding it at the top level,
+    is the digest of the plain body, so keys recorded before stay valid.
+    """
+
+    __slots__ = ("text", "data")
+
+    def __init__(self, body: Any):
+        self.text = json.dumps(body, sort_keys=True, default=str, allow_nan=False)
+        self.data = self.text.encode()
+
+
+def _encoded(value: Any) -> str:
+    return value.text if isinstance(value, JSONBody) else json.dumps(
+        value, sort_keys=True, default=str)
+
+
 def request_hash(value: Any) -> str:
     """Return a stable digest of a request, to tell a repeat from a conflicting reuse."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+    if isinstance(value, JSONBody):
+        text = value.text
+    elif isinstance(value, dict) and any(isinstance(v, JSONBody) for v in value.values()):
+        # the same text json.dumps(sort_keys=True) gives for the plain mapping
+        text = "{" + ", ".join(f"{json.dumps(str(k))}: {_encoded(value[k])}"
+                               for k in sorted(value)) + "}"
+    else:
+        text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -90,6 +90,23 @@ class Update(_Statement):
         return store.db.execute_sql(sql, params).rowcount
 
 
+class Delete(_Statement):
+    """``DELETE FROM <model> WHERE <conditions>``; execute returns the row count."""
+
+    def __init__(self, model: type[Model], where: list[tuple]):
+        super().__init__()
+        self.model, self.where = model, where
+        self._converters = [f.db_value for f, op in where if op != "is null"]
+
+    def compile(self, param: str, postgres: bool) -> str:
+        return (f"DELETE FROM {_quote(self.model._meta.table_name)} "
+                f"WHERE {_where(self.where, param)}")
+
+    def execute(self, *values) -> int:
+        params = [convert(v) for convert, v in zip(self._converters, values, strict=True)]
+        return store.db.execute_sql(self.sql()[0], params).rowcount
+
+
 class Insert(_Statement):
     """``INSERT INTO <model> (...) VALUES (...)``; execute returns the new row's id.
 

@@ -352,3 +352,55 @@ def test_connector_invoke_prints_progress_on_stderr_and_only_json_on_stdout(
     assert result.stderr.splitlines() == [
         "samora.add_campaign_recipients: 5000 of 6000 done (83%)",
         "samora.add_campaign_recipients: 6000 of 6000 done (100%)"]
+
+
+def test_a_body_encoded_once_hashes_as_the_plain_body_and_sends_the_same_json():
+    from connector import JSONBody
+    from connector.sdk import request_hash
+
+    rng = random.Random(8)
+    for _ in range(200):
+        body = {"contacts": [{"email": f"p{rng.randrange(10**6)}@x.example", "n": rng.random(),
+                              "tags": ["é", None, True], "z": {"b": 1, "a": [2.5, "x"]}}
+                             for _ in range(rng.randrange(0, 5))],
+                "match_by": rng.choice(["email", "none"]), "on_match": "update"}
+        encoded = JSONBody(body)
+        assert request_hash(encoded) == request_hash(body)  # keys recorded before stay valid
+        path = f"/v1/x/{rng.randrange(99)}"
+        assert (request_hash({"path": path, "body": encoded})
+                == request_hash({"path": path, "body": body}))
+        assert json.loads(encoded.data) == body
+    with pytest.raises(ValueError):  # what requests' json= refuses too
+        JSONBody({"n": float("nan")})
+
+
+def test_the_client_sends_an_encoded_body_as_json():
+    import threading
+
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Request, Response
+
+    from connector import JSONBody
+    from connector.http import ApiClient
+    from connector.sdk import App
+
+    seen = []
+
+    @Request.application
+    def echo(request):
+        seen.append((request.headers.get("Content-Type"), request.get_data()))
+        return Response("{}", content_type="application/json")
+
+    server = make_server("127.0.0.1", 0, echo, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = ApiClient(App(), {}, f"http://127.0.0.1:{server.server_port}")
+        body = {"b": [1, 2], "a": "x"}
+        client.post("/in", json=JSONBody(body))
+        client.post("/in", json=JSONBody(body), headers={"Content-Type": "application/json; x=1"})
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert seen[0] == ("application/json", b'{"a": "x", "b": [1, 2]}')
+    assert seen[1][0] == "application/json; x=1"  # the caller's own header wins

@@ -10,7 +10,9 @@ import pytest
 import requests
 from marshmallow import ValidationError
 
-from connector import FatalAPIError, RetriableAPIError, UserError, engine, flows, intake
+from connector import (
+    FatalAPIError, JSONBody, RetriableAPIError, UserError, engine, flows, intake,
+)
 from connector.sdk import ActionContext
 from connector.store import IdempotencyRecord, Run, StepRun
 
@@ -77,7 +79,9 @@ class Recording:
         self.posts += 1
         if self.posts in self.fail:
             raise RetriableAPIError("Samora AI is unavailable (simulated)", status=503)
-        self.sizes.append(len(requests.models.complexjson.dumps(kwargs["json"]).encode()))
+        body = kwargs["json"]  # bulk bodies come encoded once (connector.JSONBody)
+        self.sizes.append(len(body.data) if isinstance(body, JSONBody) else
+                          len(requests.models.complexjson.dumps(body).encode()))
         return self.client.post(path, **kwargs)
 
     def __getattr__(self, name):

@@ -193,3 +193,12 @@ def test_a_batch_claim_without_returning_claims_run_by_run(make_host, monkeypatc
     batch = engine.open_batch(host, 3, exclude={ids[0]})
     assert [c.run.id for c in batch] == ids[1:] and all(c.pending for c in batch)
     assert [engine.execute_claimed(host, c) for c in batch] == [Run.SUCCEEDED] * 3
+
+
+def test_delete_removes_only_the_matching_rows(db_host):
+    forget = statements.Delete(SeenItem, [(SeenItem.flow, "="), (SeenItem.key, "=")])
+    flow = a_flow(db_host)
+    for key in ("a", "b"):
+        SeenItem.insert(flow=flow, key=key).execute()
+    assert forget.execute(flow.id, "a") == 1 and forget.execute(flow.id, "a") == 0
+    assert [s.key for s in SeenItem.select()] == ["b"]

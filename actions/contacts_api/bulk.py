@@ -5,7 +5,7 @@ import json
 
 from marshmallow import Schema, fields, validate
 
-from connector import Action
+from connector import Action, JSONBody
 from connector.plugins.contacts_api import API
 
 IMPORT_BATCH = 500            # rows per POST /contacts/import
@@ -90,8 +90,8 @@ class ImportContacts(Action):
         start = 0
         parts = batches(inputs["contacts"], inputs["batch_size"])
         for i, rows in enumerate(parts):
-            body = {"contacts": rows, "match_by": inputs["match_by"],
-                    "on_match": inputs["on_match"]}
+            body = JSONBody({"contacts": rows, "match_by": inputs["match_by"],
+                             "on_match": inputs["on_match"]})  # hashed and sent, encoded once
             result = ctx.once(f"{ctx.idempotency_key}:batch{i}", body,
                               lambda body=body: ctx.client.post(f"{API}/contacts/import",
                                                                 json=body)) or {}
