@@ -72,12 +72,18 @@ def test_a_new_postgres_database_gets_the_schema_and_a_stale_one_says_upgrade(ma
         store.init_db(pg_url)
 
 
-def test_concurrent_workers_claim_each_run_exactly_once(make_host, pg_url):
+def two_hundred_queued(make_host, pg_url):
+    """A host on PostgreSQL with 200 queued runs of a one-step flow."""
     host = make_host(extra_plugins=[FakePlugin()], database_url=pg_url)
     CALLS.clear()
     flow = make_flow(host, [{"name": "one", "action": "t.echo", "inputs": {"value": 1}}])
     for i in range(200):
         queue(host, flow, f"k{i}")
+    return host
+
+
+def test_concurrent_workers_claim_each_run_exactly_once(make_host, pg_url):
+    host = two_hundred_queued(make_host, pg_url)
     barrier = threading.Barrier(6)
 
     def worker():
@@ -97,11 +103,7 @@ def test_concurrent_workers_claim_each_run_exactly_once(make_host, pg_url):
 
 
 def test_concurrent_batch_claims_take_each_run_exactly_once(make_host, pg_url):
-    host = make_host(extra_plugins=[FakePlugin()], database_url=pg_url)
-    CALLS.clear()
-    flow = make_flow(host, [{"name": "one", "action": "t.echo", "inputs": {"value": 1}}])
-    for i in range(200):
-        queue(host, flow, f"k{i}")
+    host = two_hundred_queued(make_host, pg_url)
     counts = drain_in_batches(host, workers=6, batch=9)
     assert sum(counts) == 200 and CALLS[("echo", "one")] == 200  # none twice, none missed
     assert Run.select().where((Run.status == Run.SUCCEEDED) & (Run.attempts == 1)).count() == 200
