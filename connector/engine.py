@@ -27,6 +27,7 @@ from .claims import (  # noqa: F401  (re-exported)
 from .errors import APIError, ConnectorError, FatalAPIError, Throttled, UserError
 from .flows import StepNode
 from .host import Host, validation_message
+from .loops import DispatchLoop
 from .ledger import once, release_key  # noqa: F401  (re-exported: engine.once, release_key)
 from .sdk import ActionContext, Park, request_hash  # noqa: F401
 from .store import Flow, IdempotencyRecord, Run, StepAttempt, StepRun, utcnow
@@ -501,33 +502,20 @@ def run_due(host: Host, limit: int = 1000) -> int:
     return count
 
 
-class Executor:
+class Executor(DispatchLoop):
     """A dispatcher thread that claims due runs into a thread pool; wake() skips the wait."""
 
     def __init__(self, host: Host, workers: int | None = None):
+        super().__init__(host.settings.dispatch_interval)
         self.host = host
         self.workers = workers or host.settings.workers
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="connector-run")
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         self._inflight: set[int] = set()
         self._waiting: dict[int, Claimed] = {}  # claimed in a batch, not started yet
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="connector-dispatch",
-                                        daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._halt(timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             unstarted, self._waiting = list(self._waiting.values()), {}
@@ -537,13 +525,6 @@ class Executor:
     def idle(self) -> bool:
         with self._lock:
             return not self._inflight
-
-    def _loop(self) -> None:
-        interval = self.host.settings.dispatch_interval
-        while not self._stop.is_set():
-            self.dispatch()
-            self._wake.wait(interval)
-            self._wake.clear()
 
     def dispatch(self) -> None:
         """Claim what is due into the pool; safe to call from any thread."""

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 from . import store
 from .config import Settings
 from .errors import ConfigurationError
+from .loops import DispatchLoop
 from .store import Run
 
 log = logging.getLogger("connector.workers")
@@ -165,7 +166,7 @@ def execute_run(run_id: int) -> str | None:
 
 # -- the dispatching side -----------------------------------------------------------------------
 
-class Dispatcher:
+class Dispatcher(DispatchLoop):
     """Publish due runs' ids to the broker; the drop-in for Executor when a broker is set.
 
     ``leading`` says whether this process should publish (the scheduler leader); without it
@@ -174,6 +175,7 @@ class Dispatcher:
 
     def __init__(self, host, broker: Broker, leading: Callable[[], bool] | None = None,
                  high_water: int = 1000, resend_after: float = 60.0):
+        super().__init__(host.settings.dispatch_interval)
         self.host = host
         self.broker = broker
         self.app = make_app(broker)
@@ -183,36 +185,15 @@ class Dispatcher:
         self.published = 0
         self._sent: dict[int, tuple[int, float]] = {}  # run id -> (attempts when sent, time)
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._warned = False
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="connector-dispatch",
-                                        daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
 
     def idle(self) -> bool:
         """Runs execute in the workers, never here."""
         return True
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._halt(timeout)
         self.app.close()
-
-    def _loop(self) -> None:
-        interval = self.host.settings.dispatch_interval
-        while not self._stop.is_set():
-            self.dispatch()
-            self._wake.wait(interval)
-            self._wake.clear()
 
     def dispatch(self) -> int:
         """Publish what is due and not already waiting in the broker; return how many."""
