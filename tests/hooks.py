@@ -1,7 +1,8 @@
 """A test-only plugin: app ``t`` with a webhook trigger ``t.hook`` that accepts every request.
 
 Tests queue items for it with ``connector.intake.ingest`` (or POST them) to drive flows
-without a service; register it with ``make_host(extra_plugins=[HookPlugin()])``.
+without a service; register it with ``make_host(extra_plugins=[HookPlugin()])``, or with
+``HookPlugin(SomeAction, ...)`` to register test actions beside it.
 """
 from connector import App, WebhookTrigger, hookimpl
 
@@ -21,6 +22,9 @@ class Hook(WebhookTrigger):
 
 
 class HookPlugin:
+    def __init__(self, *actions):
+        self.actions = actions
+
     @hookimpl
     def register_apps(self, register):
         register(HookApp)
@@ -28,3 +32,8 @@ class HookPlugin:
     @hookimpl
     def register_triggers(self, register):
         register(Hook)
+
+    @hookimpl
+    def register_actions(self, register):
+        for action in self.actions:
+            register(action)

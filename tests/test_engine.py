@@ -15,7 +15,6 @@ from connector import (
     RetriableAPIError,
     engine,
     flows,
-    hookimpl,
 )
 from connector.errors import IdempotencyConflict, OutcomeUnknown
 from connector.intake import ingest
@@ -28,7 +27,7 @@ from connector.store import (
     utcnow,
 )
 
-from .hooks import Hook, HookApp, HookPlugin  # noqa: F401
+from .hooks import HookPlugin
 
 CALLS: Counter = Counter()
 PLAN: dict = {}
@@ -68,19 +67,9 @@ class Scripted(Action):
         return {"ok": True}
 
 
-class FakePlugin:
-    @hookimpl
-    def register_apps(self, register):
-        register(HookApp)
-
-    @hookimpl
-    def register_triggers(self, register):
-        register(Hook)
-
-    @hookimpl
-    def register_actions(self, register):
-        register(Echo)
-        register(Scripted)
+def FakePlugin():
+    """The test hook with the two actions above (other test modules use it too)."""
+    return HookPlugin(Echo, Scripted)
 
 
 @pytest.fixture

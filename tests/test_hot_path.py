@@ -13,11 +13,11 @@ import threading
 import pytest
 from marshmallow import Schema, fields
 
-from connector import Action, engine, flows, hookimpl, plans, store
+from connector import Action, engine, flows, plans, store
 from connector.store import Run, StepAttempt, StepRun
 from connector.web import create_app
 
-from .hooks import Hook, HookApp
+from .hooks import HookPlugin
 
 SEEN: list = []
 
@@ -39,18 +39,8 @@ class Touch(Action):
         return {"value": inputs["value"]}
 
 
-class Plugin:
-    @hookimpl
-    def register_apps(self, register):
-        register(HookApp)
-
-    @hookimpl
-    def register_triggers(self, register):
-        register(Hook)
-
-    @hookimpl
-    def register_actions(self, register):
-        register(Touch)
+def Plugin():
+    return HookPlugin(Touch)
 
 
 @contextlib.contextmanager
