@@ -41,6 +41,16 @@ def on_sigterm() -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def run_main(main) -> None:
+    """Exit with ``main()``'s status; Ctrl-C or SIGTERM (after :func:`on_sigterm`) exits 130
+    once every cleanup block has run."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -25,7 +25,7 @@ import requests  # noqa: E402
 from _load import drive, summarize  # noqa: E402
 from _proc import (  # noqa: E402
     BIN, BENCH, Children, RssSampler, TempDir, free_port, on_sigterm, print_machine,
-    start_sandbox, wait_http,
+    run_main, start_sandbox, wait_http,
 )
 
 AIC_KEY = "aic_test_key"
@@ -109,8 +109,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import requests  # noqa: E402
 
 from _proc import (  # noqa: E402
-    CONNECTOR, PYTHON, Children, TempDir, on_sigterm, print_machine, start_sandbox,
+    CONNECTOR, PYTHON, Children, TempDir, on_sigterm, print_machine, run_main, start_sandbox,
 )
 
 AGENT_ID = "123e4567-e89b-12d3-a456-426614174000"
@@ -202,8 +202,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

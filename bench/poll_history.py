@@ -35,8 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _proc import (  # noqa: E402
-    PYTHON, Children, PgSchema, TempDir, median, on_sigterm, print_machine, self_hwm_mb,
-    self_rss_mb, start_sandbox,
+    PYTHON, Children, PgSchema, TempDir, median, on_sigterm, print_machine, run_main,
+    self_hwm_mb, self_rss_mb, start_sandbox,
 )
 from _sandbox import seeded_id  # noqa: E402
 
@@ -205,8 +205,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _load import delivery  # noqa: E402
-from _proc import Children, PgSchema, TempDir, on_sigterm, print_machine, start_sandbox  # noqa: E402
+from _proc import (  # noqa: E402
+    Children, PgSchema, TempDir, on_sigterm, print_machine, run_main, start_sandbox,
+)
 from baseline import make_contact  # noqa: E402
 from webhook_e2e import setup  # noqa: E402
 
@@ -206,8 +207,4 @@ def run(args, hook_url: str, secret: str, contact_id: str) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

@@ -18,7 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _proc import CONNECTOR, PYTHON, TempDir, median, on_sigterm, print_machine  # noqa: E402
+from _proc import (  # noqa: E402
+    CONNECTOR, PYTHON, TempDir, median, on_sigterm, print_machine, run_main,
+)
 
 COMMANDS = {"connector --help": ["--help"], "connector plugins": ["plugins"]}
 
@@ -82,8 +84,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

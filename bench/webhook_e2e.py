@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _load import drive, summarize  # noqa: E402
 from _proc import (  # noqa: E402
     CONNECTOR, Children, PgSchema, RssSampler, TempDir, cpu_seconds, descendants, free_port,
-    on_sigterm, pct, print_machine, query, start_sandbox, tree_hwm_mb, wait_http,
+    on_sigterm, pct, print_machine, query, run_main, start_sandbox, tree_hwm_mb, wait_http,
 )
 from baseline import make_contact, print_baseline, run_baseline  # noqa: E402
 
@@ -242,8 +242,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)
