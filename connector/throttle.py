@@ -163,7 +163,16 @@ def gate_for(app: App, conn: Connection | None) -> RateGate | None:
     limit = effective(app, conn)
     if conn is None or limit is None:
         return None
-    return RateGate(f"conn:{conn.id}:{limit.per_seconds:g}", limit, conn.name)
+    return RateGate(f"{_prefix(conn.id)}{limit.per_seconds:g}", limit, conn.name)
+
+
+def _prefix(conn_id: int) -> str:
+    return f"conn:{conn_id}:"
+
+
+def forget(conn_id: int) -> int:
+    """Delete a deleted connection's rate windows (a later connection may get its id)."""
+    return RateWindow.delete().where(RateWindow.key.startswith(_prefix(conn_id))).execute()
 
 
 # -- concurrency --------------------------------------------------------------------------------

@@ -18,10 +18,10 @@ import requests
 import yaml
 from click.testing import CliRunner
 
-from connector import auth, engine, flows
+from connector import RateLimit, auth, engine, flows, throttle
 from connector.runtime import Runtime
 from connector.signatures import sign
-from connector.store import ApiKey, Flow, Run, SeenItem, TriggerState
+from connector.store import ApiKey, Flow, RateWindow, Run, SeenItem, TriggerState
 from connector.web import create_app
 
 from .conftest import wait_for
@@ -535,8 +535,14 @@ def test_a_connection_in_use_cannot_be_deleted(host, sandbox, as_write):
     assert as_write("get", "/connections/aiconnector").get_json()["used_by"] == [
         "call-finished-add-to-list"]
     assert as_write("delete", "/flows/call-finished-add-to-list").status_code == 204
+    conn = host.connection("aiconnector")
+    for per in (60.0, 1.0):  # what its calls counted, in windows of two lengths
+        assert throttle.acquire(f"conn:{conn.id}:{per:g}", RateLimit(10, per)) == 0.0
+    throttle.acquire("conn:1000:60", RateLimit(10, 60))  # another connection's
     assert as_write("delete", "/connections/aiconnector").status_code == 204
     assert_error(as_write("get", "/connections/aiconnector"), 404, "NOT_FOUND")
+    # a later connection may get the id: it must not inherit the deleted one's counts
+    assert [w.key for w in RateWindow.select()] == ["conn:1000:60"]
 
 
 def test_runs_are_paginated_newest_first_and_filtered(host, as_write):

@@ -120,6 +120,7 @@ def connections_delete(name):
                        "delete them first", {"flows": users})
     with store.write_tx():
         Connection.delete().where(Connection.id == conn.id).execute()
+        throttle.forget(conn.id)
     return "", 204
 
 
