@@ -435,6 +435,7 @@ class HttpRequest(Action):
     Inputs = Inputs
     needs_connection = False
     any_connection = True
+    guarded_client = True  # the host keeps its guarded client per connection and thread
     sample = {"status": 200, "ok": True,
               "headers": {"content-type": "application/json"},
               "body": {"id": "wgt_42", "name": "Widget", "in_stock": True}}

@@ -255,7 +255,8 @@ class _Walk:
     def _call(self, action, row, sr, path, context) -> dict:
         inputs = self._inputs(action, row, sr, context, path)
         conn = row.connection if row.connection_id else None
-        client = self.host.kept_client(conn)
+        guarded = action.guarded_client
+        client = self.host.kept_client(conn, guarded)
         ctx = ActionContext(flow_name=self.run.flow.name, run_id=self.run.id, step_name=path,
                             idempotency_key=step_key(self.run, path), client=client,
                             once=lambda key, request, call: once(
@@ -264,7 +265,7 @@ class _Walk:
             output = action.run(ctx, inputs)
         finally:
             if client is not None:
-                self.host.check_client(conn, client)
+                self.host.check_client(conn, client, guarded)
         if output is None:
             return {}
         if not isinstance(output, dict):

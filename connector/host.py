@@ -10,7 +10,7 @@ import threading
 
 from marshmallow import ValidationError
 
-from . import store
+from . import ssrf, store
 from .config import Settings
 from .crypto import load_box
 from .errors import NotFound, UserError
@@ -114,37 +114,45 @@ class Host:
         return ApiClient(self.catalog.app(conn.app), self.credentials(conn), conn.base_url,
                          connection=conn)
 
-    def kept_client(self, conn: Connection | None) -> ApiClient | None:
+    def kept_client(self, conn: Connection | None, guarded: bool = False) -> ApiClient | None:
         """Return this thread's kept-alive client for ``conn``; the caller must not close it.
 
         One per connection and thread, so its session's keep-alive connection to the service
         and the decrypted credentials serve every step; rebuilt when the connection was
         saved since (its ``updated_at``, sealed credentials or base URL changed).
+        ``guarded`` clients (their session SSRF-guarded, for the generic HTTP action) are
+        kept apart: a guarded session must not serve another action's step, whose service
+        may sit on a private address the guard refuses.
         """
         if conn is None:
             return None
         kept = self._clients.__dict__
+        slot = (conn.id, guarded)
         version = (conn.updated_at, conn.sealed, conn.base_url)
-        entry = kept.get(conn.id)
-        if entry is not None and entry[0] == version:
-            return entry[1]
+        entry = kept.get(slot)
+        if entry is not None and entry[0] == version and (
+                not guarded or ssrf.is_guarded(entry[1].session)):
+            return entry[1]  # (a guarded one: under the allow-list in force now)
         if entry is not None:
             self._drop(entry[1])
         client = self.client(conn)
-        kept[conn.id] = (version, client, dict(client.session.adapters),
-                         client.session.trust_env)
+        if guarded:
+            ssrf.guard(client.session)
+        kept[slot] = (version, client, dict(client.session.adapters),
+                      client.session.trust_env)
         with self._clients_lock:
             self._all_clients.add(client)
         return client
 
-    def check_client(self, conn: Connection, client: ApiClient) -> None:
+    def check_client(self, conn: Connection, client: ApiClient, guarded: bool = False) -> None:
         """Drop ``client`` from this thread's kept ones if a caller rewired its session."""
-        entry = self._clients.__dict__.get(conn.id)
-        # The generic HTTP action swaps in its SSRF-guarded adapters; a session changed like
-        # that must not serve the next step of another action.
+        entry = self._clients.__dict__.get((conn.id, guarded))
+        # The generic HTTP action guards the session it is given (a no-op on a guarded
+        # client under the same allow-list); a session changed otherwise must not serve
+        # the next step.
         if entry is not None and entry[1] is client and (
                 client.session.adapters != entry[2] or client.session.trust_env != entry[3]):
-            del self._clients.__dict__[conn.id]
+            del self._clients.__dict__[(conn.id, guarded)]
             self._drop(client)
 
     def _drop(self, client: ApiClient) -> None:

@@ -331,6 +331,9 @@ class Action(_Component):
     control: ClassVar[str | None] = None
     #: the step may name a connection of ANY app (its auth is applied to the request), or none
     any_connection: ClassVar[bool] = False
+    #: ``ctx.client``'s session is SSRF-guarded (connector.ssrf) before the action runs; the
+    #: host keeps such clients apart from the ones other actions get (the generic HTTP action)
+    guarded_client: ClassVar[bool] = False
 
     def run(self, ctx: ActionContext, inputs: dict) -> dict:
         raise NotImplementedError

@@ -283,6 +283,11 @@ def _guarded(session: requests.Session, policy: tuple[str, str]) -> bool:
             and all(session.adapters.get(p) is mark[1] for p in ("https://", "http://")))
 
 
+def is_guarded(session: requests.Session) -> bool:
+    """Return True when :func:`guard` would leave ``session`` as it is."""
+    return _guarded(session, _policy())
+
+
 def guard(session: requests.Session) -> requests.Session:
     """Make ``session`` connect only to checked addresses; return it.
 

@@ -25,6 +25,7 @@ from connector import (
     ssrf,
 )
 from connector.errors import ConfigurationError, FlowError, UserError
+from connector.http import ApiClient
 from connector.intake import ingest
 from connector.ssrf import AddressNotAllowed, check_url
 from connector.store import IdempotencyRecord, Run, StepAttempt, StepRun, utcnow
@@ -704,6 +705,37 @@ def test_a_step_uses_a_connection_of_any_app(make_host, sandbox, monkeypatch):
     assert [h["url"] for h in sandbox.state()["samora"]["webhooks"]] == [
         "https://example.com/hooks/c1"]
     assert IdempotencyRecord.select().count() == 1  # the POST went through the ledger
+
+
+@pytest.mark.covers("http.request")
+def test_http_steps_on_a_connection_keep_one_guarded_session(make_host, sandbox, monkeypatch):
+    monkeypatch.setenv(ssrf.ALLOW_VAR, "127.0.0.1")
+    host = make_host(extra_plugins=[HookPlugin()])
+    info = sandbox.connections()["samora"]
+    host.add_connection("samora", "samora", info["credentials"], info["base_url"])
+    sessions, send = [], ApiClient.raw_request
+
+    def spy(client, method, url, **kwargs):
+        sessions.append(client.session)
+        return send(client, method, url, **kwargs)
+
+    monkeypatch.setattr(ApiClient, "raw_request", spy)
+    flow = save_flow(host, [
+        {"name": name, "action": "http.request", "connection": "samora",
+         "inputs": {"url": "/v2/webhooks"}} for name in ("a", "b")])
+    for key in ("k1", "k2"):
+        queue(host, flow, key=key)
+    assert engine.run_due(host) == 2
+    assert Run.select().where(Run.status == Run.SUCCEEDED).count() == 2
+    # four steps, one kept-alive session, guarded; other actions get an unguarded one
+    assert len(sessions) == 4 and all(s is sessions[0] for s in sessions)
+    assert ssrf.is_guarded(sessions[0])
+    plain = host.kept_client(host.connection("samora"))
+    assert plain.session is not sessions[0] and not ssrf.is_guarded(plain.session)
+    monkeypatch.setenv(ssrf.ALLOW_VAR, "127.0.0.1,localhost")  # the allow-list changed
+    queue(host, flow, key="k3")
+    assert engine.run_due(host) == 1
+    assert sessions[-1] is sessions[-2] is not sessions[0] and ssrf.is_guarded(sessions[-1])
 
 
 @pytest.mark.covers("http.request")
