@@ -130,8 +130,15 @@ def release(batch: list[Claimed]) -> None:
 
 
 def execute_claimed(host: Host, claimed: Claimed) -> str | None:
-    """Execute a run already claimed; return its status, or None if the lease was lost."""
+    """Execute a run already claimed; return its status, or None if the lease was lost.
+
+    A run that waited in the pool's queue past its lease is not started: another worker
+    may have claimed it since, and starting would repeat its first call for nothing.
+    """
     run = claimed.run
+    if run.lease_until <= utcnow():
+        log.warning("run %s: its lease ran out while it waited to start; leaving it", run.id)
+        return None
     try:
         return _execute(host, run, run.lease_until, claimed)
     except LostLease:

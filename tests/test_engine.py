@@ -551,3 +551,15 @@ def test_an_executor_that_stops_gives_back_what_it_claimed_but_never_started(tho
     statuses = Counter(Run.get_by_id(i).status for i in ids)
     assert statuses == Counter({Run.SUCCEEDED: 1, Run.QUEUED: 5})  # none left leased
     assert engine.run_due(thost) == 5
+
+
+def test_a_claimed_run_whose_lease_ran_out_before_it_started_is_left_alone(thost):
+    flow = make_flow(thost, [{"name": "one", "action": "t.echo", "inputs": {"value": 1}}])
+    run_id = queue(thost, flow).created[0]
+    (claimed,) = engine.open_batch(thost, 5)
+    Run.update(lease_until=utcnow() - dt.timedelta(seconds=1)).where(Run.id == run_id).execute()
+    claimed.run.lease_until = utcnow() - dt.timedelta(seconds=1)  # it waited too long
+    assert engine.execute_claimed(thost, claimed) is None
+    assert CALLS[("echo", "one")] == 0  # nothing sent
+    assert engine.run_due(thost) == 1 and Run.get_by_id(run_id).status == Run.SUCCEEDED
+    assert CALLS[("echo", "one")] == 1
