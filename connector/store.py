@@ -382,7 +382,8 @@ def grouped(work):
     write lock and the GIL, into a few larger ones. ``work`` runs in whichever thread
     commits: it may only use its arguments and the database, never thread-local state.
     Returns what ``work`` returned. Inside a transaction, or on PostgreSQL (which writes
-    concurrently and groups its own commits), it is ``with write_tx(): work()``.
+    concurrently; grouping there measured no clear gain), it is
+    ``with write_tx(): work()``.
     """
     if not is_sqlite() or db.in_transaction():
         with write_tx():
@@ -426,9 +427,11 @@ def _commit_group(batch: list[_Job]) -> None:
                             job.value = job.work()
                     except Exception as exc:
                         job.error = exc
-    except Exception as exc:  # the transaction itself failed: nothing of it was written
+    except BaseException as exc:  # the transaction itself failed: nothing of it was written
         for job in batch:
             job.value, job.error = None, job.error or exc
+        if not isinstance(exc, Exception):
+            raise  # an interrupt stops the leader; its followers get it as their error
     finally:
         for job in batch:
             job.done = True

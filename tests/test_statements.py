@@ -202,3 +202,56 @@ def test_delete_removes_only_the_matching_rows(db_host):
         SeenItem.insert(flow=flow, key=key).execute()
     assert forget.execute(flow.id, "a") == 1 and forget.execute(flow.id, "a") == 0
     assert [s.key for s in SeenItem.select()] == ["b"]
+
+
+def test_grouped_writes_share_a_transaction_and_each_gets_its_own_outcome(make_host):
+    import threading
+
+    from .conftest import wait_for
+
+    host = make_host(extra_plugins=[FakePlugin()])
+    flow = a_flow(host)
+    SeenItem.insert(flow=flow, key="taken").execute()
+    database, commits = store.db.obj, []
+    commit = database.commit
+    database.commit = lambda *a, **k: (commits.append(1), commit(*a, **k))[1]
+    release, outcomes = threading.Event(), {}
+
+    def first():
+        release.wait(10)  # holds the group's commit while the others queue
+        return Run.insert(flow=flow, item={"n": 0}).execute()
+
+    works = {
+        "first": first,
+        "duplicate": lambda: SeenItem.insert(flow=flow, key="taken").execute(),
+        "run": lambda: Run.insert(flow=flow, item={"n": 1}).execute(),
+        "broken": lambda: 1 / 0,
+    }
+
+    def call(name):
+        try:
+            outcomes[name] = store.grouped(works[name])
+        except Exception as exc:
+            outcomes[name] = exc
+        finally:
+            store.db.close()
+
+    try:
+        threads = [threading.Thread(target=call, args=("first",))]
+        threads[0].start()
+        assert wait_for(lambda: store._group["busy"], timeout=5)
+        for name in ("duplicate", "run", "broken"):
+            threads.append(threading.Thread(target=call, args=(name,)))
+            threads[-1].start()
+        assert wait_for(lambda: len(store._group["queue"]) == 3, timeout=5)
+        release.set()
+        for t in threads:
+            t.join(10)
+    finally:
+        del database.commit
+    assert isinstance(outcomes["duplicate"], IntegrityError)
+    assert isinstance(outcomes["broken"], ZeroDivisionError)
+    runs = list(Run.select().order_by(Run.id))
+    assert [r.item["n"] for r in runs] == [0, 1]
+    assert (outcomes["first"], outcomes["run"]) == (runs[0].id, runs[1].id)
+    assert len(commits) == 2  # the first alone, then the three that queued behind it
