@@ -680,12 +680,18 @@ def test_a_refused_address_fails_the_run_without_retrying(make_host, web_server)
     assert "s3cret" not in run.error and seen(web_server) == []
 
 
-@pytest.mark.covers("http.request")
-def test_a_step_uses_a_connection_of_any_app(make_host, sandbox, monkeypatch):
+def samora_host(make_host, sandbox, monkeypatch):
+    """A host with the sandbox's Samora as connection ``samora``, loopback allowed."""
     monkeypatch.setenv(ssrf.ALLOW_VAR, "127.0.0.1")
     host = make_host(extra_plugins=[HookPlugin()])
     info = sandbox.connections()["samora"]
     host.add_connection("samora", "samora", info["credentials"], info["base_url"])
+    return host, info
+
+
+@pytest.mark.covers("http.request")
+def test_a_step_uses_a_connection_of_any_app(make_host, sandbox, monkeypatch):
+    host, info = samora_host(make_host, sandbox, monkeypatch)
     flow = save_flow(host, [
         {"name": "create", "action": "http.request", "connection": "samora", "inputs": {
             "method": "POST", "url": info["base_url"] + "/v2/webhooks", "body_type": "json",
@@ -709,10 +715,7 @@ def test_a_step_uses_a_connection_of_any_app(make_host, sandbox, monkeypatch):
 
 @pytest.mark.covers("http.request")
 def test_http_steps_on_a_connection_keep_one_guarded_session(make_host, sandbox, monkeypatch):
-    monkeypatch.setenv(ssrf.ALLOW_VAR, "127.0.0.1")
-    host = make_host(extra_plugins=[HookPlugin()])
-    info = sandbox.connections()["samora"]
-    host.add_connection("samora", "samora", info["credentials"], info["base_url"])
+    host, _ = samora_host(make_host, sandbox, monkeypatch)
     sessions, send = [], ApiClient.raw_request
 
     def spy(client, method, url, **kwargs):
