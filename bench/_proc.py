@@ -186,17 +186,17 @@ def self_rss_mb() -> float:
 
 
 class RssSampler:
-    """Sample the summed VmRSS of a process tree in a thread; ``peak`` is the highest seen."""
+    """Sample the summed VmRSS of process trees in a thread; ``peak`` is the highest seen."""
 
-    def __init__(self, pid: int, every: float = 0.25):
-        self.pid, self.every = pid, every
+    def __init__(self, *pids: int, every: float = 0.25):
+        self.pids, self.every = pids, every
         self.peak = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss_mb(self.pid))
+            self.peak = max(self.peak, sum(tree_rss_mb(pid) for pid in self.pids))
             self._stop.wait(self.every)
 
     def __enter__(self):
@@ -206,7 +206,7 @@ class RssSampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(2)
-        self.peak = max(self.peak, tree_rss_mb(self.pid))
+        self.peak = max(self.peak, sum(tree_rss_mb(pid) for pid in self.pids))
 
 
 def cpu_seconds(pid: int) -> float:

@@ -23,6 +23,10 @@ the script waits for the executor to drain, then reads the database:
 - persisted: every accepted delivery must be a succeeded run with a succeeded step; if not,
   the script exits 1.
 
+With --gunicorn N the webhooks are received by N gunicorn sync workers serving
+`connector.wsgi:create()` (the receivers docs/scaling.md describes) and the runs executed
+by one `connector serve --role scheduler`; RSS and CPU are those of both trees.
+
 Unless --no-baseline, bench/baseline.py's bare Flask + gunicorn handler is measured first
 in the same invocation, against the same sandbox, and the ratio completed runs/s divided
 by baseline req/s is printed (the issue's target: at least 0.6 on SQLite).
@@ -43,8 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _load import drive, summarize  # noqa: E402
 from _proc import (  # noqa: E402
-    CONNECTOR, Children, PgSchema, RssSampler, TempDir, cpu_seconds, descendants, free_port,
-    on_sigterm, pct, print_machine, query, run_main, start_sandbox, tree_hwm_mb, wait_http,
+    BIN, CONNECTOR, Children, PgSchema, RssSampler, TempDir, cpu_seconds, descendants,
+    free_port, on_sigterm, pct, print_machine, query, run_main, start_sandbox, tree_hwm_mb,
+    wait_http,
 )
 from baseline import make_contact, print_baseline, run_baseline  # noqa: E402
 
@@ -112,7 +117,7 @@ def tree_cpu_seconds(pid: int) -> float:
 
 def one_level(children: Children, tmp: Path, sandbox_root: str, contact_id: str,
               concurrency: int, seconds: float, procs: int, database_url: str | None,
-              workers: int | None, processes: int = 1) -> dict:
+              workers: int | None, processes: int = 1, gunicorn: int = 0) -> dict:
     """Fresh database and server, load at ``concurrency``, drain, read back, check."""
     from connector.crypto import new_key
 
@@ -128,20 +133,30 @@ def one_level(children: Children, tmp: Path, sandbox_root: str, contact_id: str,
     try:
         hook_url, secret = setup(env, sandbox_root)
         log = open(level_dir / "serve.log", "wb")
-        serve = children.start([CONNECTOR, "serve", "--port", port,
-                                "--processes", str(processes)],
-                               env={**os.environ, **env}, stdout=log,
+        servers = []
+        if gunicorn:  # receivers under gunicorn, one `serve --role scheduler` executing
+            servers.append(children.start(
+                [CONNECTOR, "serve", "--role", "scheduler"], env={**os.environ, **env},
+                stdout=log, stderr=subprocess.STDOUT, cwd=level_dir))
+            command = [BIN / "gunicorn", "-w", str(gunicorn), "-k", "sync", "-b",
+                       f"127.0.0.1:{port}", "connector.wsgi:create()"]
+        else:
+            command = [CONNECTOR, "serve", "--port", port, "--processes", str(processes)]
+        serve = children.start(command, env={**os.environ, **env}, stdout=log,
                                stderr=subprocess.STDOUT, cwd=level_dir)
+        servers.append(serve)
         wait_http(f"http://127.0.0.1:{port}/healthz", proc=serve)
+        pids = [proc.pid for proc in servers]
         tag = f"e2e{concurrency}x{os.getpid()}"
-        cpu0 = tree_cpu_seconds(serve.pid)
-        with RssSampler(serve.pid) as rss:
+        cpu0 = sum(tree_cpu_seconds(pid) for pid in pids)
+        with RssSampler(*pids) as rss:
             result = drive(hook_url, concurrency, seconds, secret, contact_id, procs, tag)
             accepted = result["accepted"]
             drained = drain(url, tag, len(accepted), timeout=max(120, 20 * seconds))
-        hwm = tree_hwm_mb(serve.pid)
-        cpu = tree_cpu_seconds(serve.pid) - cpu0
-        children.stop(serve)
+        hwm = sum(tree_hwm_mb(pid) for pid in pids)
+        cpu = sum(tree_cpu_seconds(pid) for pid in pids) - cpu0
+        for proc in reversed(servers):
+            children.stop(proc)
         rows = query(url, "SELECT dedupe_key, status, created_at, finished_at FROM run "
                           "WHERE dedupe_key LIKE ?", (f"{tag}-%",))
         (steps_ok,), = query(url, "SELECT count(*) FROM steprun s JOIN run r ON "
@@ -193,6 +208,10 @@ def main() -> int:
                         help="CONNECTOR_WORKERS for serve (default: the connector's, 16)")
     parser.add_argument("--processes", type=int, default=1,
                         help="connector serve --processes (default 1)")
+    parser.add_argument("--gunicorn", type=int, default=0, metavar="N",
+                        help="receive with N gunicorn sync workers (connector.wsgi) and "
+                             "execute in one `connector serve --role scheduler` instead "
+                             "(--processes is then ignored)")
     parser.add_argument("--procs", type=int, default=2,
                         help="load generator worker processes (default 2)")
     parser.add_argument("--no-baseline", action="store_true",
@@ -203,8 +222,10 @@ def main() -> int:
         parser.error("--seconds must be in (0, 600]")
     on_sigterm()
     print_machine()
+    layout = (f"{args.gunicorn} gunicorn receivers + serve --role scheduler" if args.gunicorn
+              else f"serve --processes {args.processes}")
     print(f"database: {'PostgreSQL ' + args.database_url if args.database_url else 'SQLite'}"
-          f"; {args.seconds:g} s per level; generator: {args.procs} processes")
+          f"; {layout}; {args.seconds:g} s per level; generator: {args.procs} processes")
     levels = []
     with TempDir("bench-e2e-", args.keep) as tmp, Children() as children:
         _, sandbox_root = start_sandbox(children, tmp)
@@ -216,7 +237,8 @@ def main() -> int:
             print_baseline(base)
         for c in args.concurrency:
             f = one_level(children, tmp, sandbox_root, contact_id, c, args.seconds,
-                          args.procs, args.database_url, args.workers, args.processes)
+                          args.procs, args.database_url, args.workers, args.processes,
+                          args.gunicorn)
             levels.append(f)
             ratio = (f" = {f['runs_s'] / base[c]['req_s']:.2f}x baseline "
                      f"({base[c]['req_s']:.0f} req/s)" if c in base else "")
