@@ -162,7 +162,8 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10**3, 10**5, 10**6],
                         help="seen contacts per round (default 1000 100000 1000000)")
-    parser.add_argument("--polls", type=int, default=7, help="polls per size (default 7)")
+    parser.add_argument("--polls", type=int, default=25,
+                        help="polls per size (default 25: the median of fewer moved a lot)")
     parser.add_argument("--database-url", default=None, help="PostgreSQL base URL")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
