@@ -97,38 +97,40 @@ def claim_batch(limit: int, lease_seconds: int, exclude: set[int] = frozenset())
     return runs
 
 
-_CLAIM_SQL: dict[tuple, str] = {}
+_CLAIMS: dict[int, statements.Sql] = {}  # by the number of excluded ids
 
 
 def _claim_sql(excluded: int) -> str:
     """The batch claim as SQL, written once per dialect and number of excluded ids: building
-    it with peewee cost more than running it, and the executor claims after every wake-up.
+    it with peewee cost more than running it, and an executor claims many times a second.
     Equivalent to ``Run.update(...).where(Run.id.in_(<oldest due runs of unpaused,
     unlimited flows>) & <still due>).returning(Run)``."""
-    param = store.db.obj.param
-    key = (param, excluded)
-    sql = _CLAIM_SQL.get(key)
-    if sql is None:
-        statuses = ", ".join([param] * len(Run.DUE))
+    statement = _CLAIMS.get(excluded)
+    if statement is None:
+        statement = _CLAIMS[excluded] = statements.Sql(
+            lambda param, postgres: _write_claim(param, excluded))
+    return statement.sql()[0]
 
-        def due(t):  # _due(now) on the table prefix t
-            return (f'(({t}"status" IN ({statuses}) AND {t}"next_attempt_at" <= {param})'
-                    f' OR ({t}"status" = {param} AND {t}"lease_until" < {param}))')
 
-        run_due = due('"r".')
-        skip = (f' AND "r"."id" NOT IN ({", ".join([param] * excluded)})'
-                if excluded else "")
-        sql = _CLAIM_SQL[key] = (
-            f'UPDATE "run" SET "status" = {param}, "lease_until" = {param}, '
+def _write_claim(param: str, excluded: int) -> str:
+    run, flow = f'"{Run._meta.table_name}"', f'"{Flow._meta.table_name}"'
+    statuses = ", ".join([param] * len(Run.DUE))
+
+    def due(t):  # _due(now) on the table prefix t
+        return (f'(({t}"status" IN ({statuses}) AND {t}"next_attempt_at" <= {param})'
+                f' OR ({t}"status" = {param} AND {t}"lease_until" < {param}))')
+
+    run_due = due('"r".')
+    skip = f' AND "r"."id" NOT IN ({", ".join([param] * excluded)})' if excluded else ""
+    return (f'UPDATE {run} SET "status" = {param}, "lease_until" = {param}, '
             f'"attempts" = ("attempts" + {param}), '
             f'"started_at" = COALESCE("started_at", {param}) '
-            f'WHERE "id" IN (SELECT "r"."id" FROM "run" AS "r" '
-            f'INNER JOIN "flow" AS "f" ON ("r"."flow_id" = "f"."id") '
+            f'WHERE "id" IN (SELECT "r"."id" FROM {run} AS "r" '
+            f'INNER JOIN {flow} AS "f" ON ("r"."flow_id" = "f"."id") '
             f'WHERE {run_due} AND "f"."paused_reason" IS NULL '
             f'AND "f"."concurrency" = 0{skip} '
             f'ORDER BY "r"."next_attempt_at", "r"."id" LIMIT {param}) '
             f'AND {due("")} RETURNING {statements.columns(Run)}')
-    return sql
 
 
 def claim(run_id: int, lease_seconds: int) -> dt.datetime | None:

@@ -68,9 +68,9 @@ def ingest(flow: Flow, trigger: Trigger, keyed: list[tuple[str, dict]],
     result.duplicates = len(keyed) - len(fresh)
     saves_cursor = state is not None and cursor is not None
     if len(fresh) == 1 and not saves_cursor:
-        # One item and nothing else to save (a webhook): no savepoint needed; a concurrent
-        # twin that won the race makes the whole transaction roll back, which is the answer.
-        # Concurrent webhooks share their transactions (store.grouped).
+        # One item and nothing else to save (a webhook): concurrent webhooks share their
+        # transactions (store.grouped, each in its own savepoint when grouped); a twin that
+        # won the race makes this one's insert fail, which is the answer.
         key, item = fresh[0]
 
         def record():

@@ -21,7 +21,7 @@ from peewee import Field, Model
 
 from . import store
 
-_OPS = {"=": "=", ">": ">", "<": "<", "is null": "IS NULL"}
+_OPS = ("=", ">", "<")  # the comparisons a where list may use, each against one value
 
 
 def _quote(name: str) -> str:
@@ -29,10 +29,15 @@ def _quote(name: str) -> str:
 
 
 class _Statement:
-    """SQL text for each dialect, made on first use (``store.db`` may be either)."""
+    """SQL text for each dialect, made on first use (``store.db`` may be either), and the
+    fields whose ``db_value`` converts each parameter."""
 
-    def __init__(self):
+    def __init__(self, fields: list[Field] = ()):
         self._sql: dict[str, str] = {}
+        self._converters = [f.db_value for f in fields]
+
+    def params(self, values) -> list:
+        return [convert(v) for convert, v in zip(self._converters, values, strict=True)]
 
     def sql(self) -> tuple[str, bool]:
         postgres = not store.is_sqlite()
@@ -47,11 +52,11 @@ class _Statement:
 
 
 def _where(conditions, param: str, table: str = "") -> str:
-    parts = []
-    for field, op in conditions:
-        column = table + _quote(field.column_name)
-        parts.append(f"{column} {_OPS[op]}" if op == "is null" else f"{column} {op} {param}")
-    return " AND ".join(parts)
+    for _, op in conditions:
+        if op not in _OPS:
+            raise ValueError(f"where: {op!r} is not one of {', '.join(_OPS)}")
+    return " AND ".join(f"{table}{_quote(field.column_name)} {op} {param}"
+                        for field, op in conditions)
 
 
 class Sql(_Statement):
@@ -69,15 +74,13 @@ class Sql(_Statement):
 class Update(_Statement):
     """``UPDATE <model> SET <fields> WHERE <conditions>``; execute returns the row count.
 
-    ``where`` is a list of ``(field, op)`` with op one of ``=``, ``>``, ``<``, ``is null``;
-    values follow the ``set`` values in that order (none for ``is null``).
+    ``where`` is a list of ``(field, op)`` with op one of ``=``, ``>``, ``<``; its values
+    follow the ``set`` values, in that order.
     """
 
     def __init__(self, model: type[Model], fields: list[Field], where: list[tuple]):
-        super().__init__()
+        super().__init__(list(fields) + [f for f, _ in where])
         self.model, self.fields, self.where = model, fields, where
-        self._converters = [f.db_value for f in fields] + [
-            f.db_value for f, op in where if op != "is null"]
 
     def compile(self, param: str, postgres: bool) -> str:
         sets = ", ".join(f"{_quote(f.column_name)} = {param}" for f in self.fields)
@@ -85,26 +88,22 @@ class Update(_Statement):
                 f"WHERE {_where(self.where, param)}")
 
     def execute(self, *values) -> int:
-        sql, _ = self.sql()
-        params = [convert(v) for convert, v in zip(self._converters, values, strict=True)]
-        return store.db.execute_sql(sql, params).rowcount
+        return store.db.execute_sql(self.sql()[0], self.params(values)).rowcount
 
 
 class Delete(_Statement):
     """``DELETE FROM <model> WHERE <conditions>``; execute returns the row count."""
 
     def __init__(self, model: type[Model], where: list[tuple]):
-        super().__init__()
+        super().__init__([f for f, _ in where])
         self.model, self.where = model, where
-        self._converters = [f.db_value for f, op in where if op != "is null"]
 
     def compile(self, param: str, postgres: bool) -> str:
         return (f"DELETE FROM {_quote(self.model._meta.table_name)} "
                 f"WHERE {_where(self.where, param)}")
 
     def execute(self, *values) -> int:
-        params = [convert(v) for convert, v in zip(self._converters, values, strict=True)]
-        return store.db.execute_sql(self.sql()[0], params).rowcount
+        return store.db.execute_sql(self.sql()[0], self.params(values)).rowcount
 
 
 class Insert(_Statement):
@@ -114,13 +113,17 @@ class Insert(_Statement):
     """
 
     def __init__(self, model: type[Model], fields: list[Field]):
-        super().__init__()
-        self.model = model
         given = {f.name for f in fields}
         self.defaults = [f for f in model._meta.sorted_fields
                          if f.name not in given and f.default is not None]
         self.fields = list(fields) + self.defaults
-        self._converters = [f.db_value for f in self.fields]
+        super().__init__(self.fields)
+        self.model = model
+
+    def row(self, values) -> list:
+        """The parameters of one row: ``values``, then the defaults taken now."""
+        return self.params(list(values) + [f.default() if callable(f.default) else f.default
+                                           for f in self.defaults])
 
     def compile(self, param: str, postgres: bool) -> str:
         columns = ", ".join(_quote(f.column_name) for f in self.fields)
@@ -132,10 +135,7 @@ class Insert(_Statement):
 
     def execute(self, *values) -> int:
         sql, postgres = self.sql()
-        values = list(values) + [f.default() if callable(f.default) else f.default
-                                 for f in self.defaults]
-        params = [convert(v) for convert, v in zip(self._converters, values, strict=True)]
-        cursor = store.db.execute_sql(sql, params)
+        cursor = store.db.execute_sql(sql, self.row(values))
         return cursor.fetchone()[0] if postgres else cursor.lastrowid
 
 
@@ -169,11 +169,7 @@ class InsertMany(Insert):
             sql = self._by_count[key] = (
                 f"INSERT INTO {_quote(self.model._meta.table_name)} ({columns}) "
                 f"VALUES {', '.join([marks] * len(rows))} RETURNING {back}")
-        params = []
-        for values in rows:
-            values = list(values) + [f.default() if callable(f.default) else f.default
-                                     for f in self.defaults]
-            params += [convert(v) for convert, v in zip(self._converters, values, strict=True)]
+        params = [param for values in rows for param in self.row(values)]
         return [tuple(row) for row in store.db.execute_sql(sql, params).fetchall()]
 
 
@@ -200,10 +196,9 @@ class SelectOne(_Statement):
     """
 
     def __init__(self, model: type[Model], where: list[tuple], join: tuple | None = None):
-        super().__init__()
+        super().__init__([f for f, _ in where])
         self.model, self.where, self.join = model, where, join
         self.models = [model] + ([join[0]] if join else [])
-        self._converters = [f.db_value for f, op in where if op != "is null"]
 
     def compile(self, param: str, postgres: bool) -> str:
         selected = ", ".join(columns(m, m._meta.table_name) for m in self.models)
@@ -217,9 +212,7 @@ class SelectOne(_Statement):
         return f"{sql} WHERE {_where(self.where, param, table + '.')} LIMIT 1"
 
     def execute(self, *values):
-        sql, _ = self.sql()
-        params = [convert(v) for convert, v in zip(self._converters, values, strict=True)]
-        row = store.db.execute_sql(sql, params).fetchone()
+        row = store.db.execute_sql(self.sql()[0], self.params(values)).fetchone()
         if row is None:
             return None
         found, start = [], 0

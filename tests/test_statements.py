@@ -255,3 +255,9 @@ def test_grouped_writes_share_a_transaction_and_each_gets_its_own_outcome(make_h
     assert [r.item["n"] for r in runs] == [0, 1]
     assert (outcomes["first"], outcomes["run"]) == (runs[0].id, runs[1].id)
     assert len(commits) == 2  # the first alone, then the three that queued behind it
+
+
+def test_a_where_list_with_an_unknown_comparison_is_refused_when_written(db_host):
+    odd = statements.Update(Run, [Run.status], [(Run.id, "LIKE")])
+    with pytest.raises(ValueError, match="'LIKE' is not one of =, >, <"):
+        odd.execute("x", 1)
