@@ -537,18 +537,20 @@ class AddRecipientsInputs(CampaignInputs):
 
 
 def recipient_batches(recipients: list[dict]):
-    """Yield lists of recipients whose request holds at most 5000 numbers and 2 MiB.
+    """Yield (batch, body): runs of recipients whose request holds at most 5000 numbers and
+    2 MiB, each with its request body encoded once (connector.JSONBody).
 
     Each batch is the longest run that fits, as adding one recipient at a time would make
-    it. A run of 5000 is measured with one encoding; only where that is too big are the
-    recipients measured one by one, each once.
+    it. A run of 5000 is measured by its own encoding, which is then sent; only where that
+    is too big are the recipients measured one by one, each once.
     """
     sizes: list[int | None] = [None] * len(recipients)  # a recipient's JSON, once measured
     empty = body_size({"recipients": []})
     start = 0
     while start < len(recipients):
         batch = recipients[start:start + MAX_RECIPIENTS]
-        if sizes[start] is not None or body_size({"recipients": batch}) > MAX_BODY_BYTES:
+        body = None if sizes[start] is not None else JSONBody({"recipients": batch})
+        if body is None or len(body.data) > MAX_BODY_BYTES:  # as long as body_size says
             size = empty
             for n, recipient in enumerate(batch):
                 if sizes[start + n] is None:
@@ -558,7 +560,8 @@ def recipient_batches(recipients: list[dict]):
                     batch = batch[:n]
                     break
                 size += extra
-        yield batch
+            body = JSONBody({"recipients": batch})
+        yield batch, body
         start += len(batch)
 
 
@@ -586,8 +589,7 @@ class AddRecipients(Action):
         total = None
         batches = list(recipient_batches(inputs["recipients"]))
         done, count = 0, len(inputs["recipients"])
-        for i, batch in enumerate(batches):
-            body = JSONBody({"recipients": batch})  # hashed and sent, encoded once
+        for i, (batch, body) in enumerate(batches):  # body: hashed and sent, encoded once
             result = unwrap(ctx.once(f"{ctx.idempotency_key}:batch{i}",
                                      {"path": path, "body": body},
                                      lambda: ctx.client.post(path, json=body)))

@@ -382,8 +382,9 @@ class JSONBody:
     A bulk action hands the same large body to ``ctx.once`` (which hashes it) and to the
     client (which encodes it): two encodings of up to 2 MiB per batch. ``JSONBody(body)``
     encodes it once, keys sorted; ``client.post(path, json=JSONBody(...))`` sends those
-    bytes, and :func:`request_hash` of it, or of a mapping holding it at the top level,
-    is the digest of the plain body, so keys recorded before stay valid.
+    bytes, and :func:`request_hash` of it, or of a request holding it, is the digest of the
+    plain body, so keys recorded before stay valid (held at the top level of a mapping with
+    text keys, it is not even decoded).
     """
 
     __slots__ = ("text", "data")
@@ -393,19 +394,27 @@ class JSONBody:
         self.data = self.text.encode()
 
 
+def _plain(value: Any) -> Any:
+    """json.dumps' fallback: a JSONBody deeper in a request as its body, anything else as
+    text."""
+    return json.loads(value.text) if isinstance(value, JSONBody) else str(value)
+
+
 def _encoded(value: Any) -> str:
     return value.text if isinstance(value, JSONBody) else json.dumps(
-        value, sort_keys=True, default=str)
+        value, sort_keys=True, default=_plain)
 
 
 def request_hash(value: Any) -> str:
     """Return a stable digest of a request, to tell a repeat from a conflicting reuse."""
     if isinstance(value, JSONBody):
         text = value.text
-    elif isinstance(value, dict) and any(isinstance(v, JSONBody) for v in value.values()):
-        # the same text json.dumps(sort_keys=True) gives for the plain mapping
-        text = "{" + ", ".join(f"{json.dumps(str(k))}: {_encoded(value[k])}"
+    elif (isinstance(value, dict) and all(type(k) is str for k in value)
+          and any(isinstance(v, JSONBody) for v in value.values())):
+        # the text json.dumps(sort_keys=True) gives for the plain mapping, without
+        # encoding the body again
+        text = "{" + ", ".join(f"{json.dumps(k)}: {_encoded(value[k])}"
                                for k in sorted(value)) + "}"
     else:
-        text = json.dumps(value, sort_keys=True, default=str)
+        text = json.dumps(value, sort_keys=True, default=_plain)
     return hashlib.sha256(text.encode()).hexdigest()

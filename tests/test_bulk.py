@@ -202,9 +202,12 @@ def test_recipient_batches_are_the_ones_adding_one_at_a_time_made():
              for n in range(6000)]
     huge = [{"phone_number": "+14155550199", "call_variables": {"v": "y" * 3_000_000}}]
     for recipients in (small, mixed, huge + small[:3], small[:1], []):
-        got = list(samora_actions.recipient_batches(recipients))
+        pairs = list(samora_actions.recipient_batches(recipients))
+        got = [batch for batch, _ in pairs]
         assert got == one_at_a_time(recipients)
-        for batch in got:
+        for batch, body in pairs:
+            assert json.loads(body.data) == {"recipients": batch}  # what is sent
+            assert len(body.data) == samora_actions.body_size({"recipients": batch})
             assert len(batch) <= 5000
             assert (samora_actions.body_size({"recipients": batch}) <= 2 * 1024 * 1024
                     or len(batch) == 1)
@@ -370,6 +373,10 @@ def test_a_body_encoded_once_hashes_as_the_plain_body_and_sends_the_same_json():
         assert (request_hash({"path": path, "body": encoded})
                 == request_hash({"path": path, "body": body}))
         assert json.loads(encoded.data) == body
+        # deeper, or under keys that are not text: the slow path, the same digest
+        assert (request_hash({"calls": [{"path": path, "body": encoded}]})
+                == request_hash({"calls": [{"path": path, "body": body}]}))
+        assert request_hash({7: encoded, 8: path}) == request_hash({7: body, 8: path})
     with pytest.raises(ValueError):  # what requests' json= refuses too
         JSONBody({"n": float("nan")})
 
