@@ -27,6 +27,7 @@ from connector.store import (
     utcnow,
 )
 
+from .conftest import wait_for
 from .hooks import HookPlugin
 
 CALLS: Counter = Counter()
@@ -543,7 +544,9 @@ def test_an_executor_that_stops_gives_back_what_it_claimed_but_never_started(tho
         assert Run.select().where(Run.status == Run.RUNNING).count() == 3
         stopper = threading.Thread(target=executor.stop)
         stopper.start()
-        time.sleep(0.2)
+        # the queued claims are cancelled once the pool shuts down; only then let the
+        # running one finish (else its thread would start the next claimed run)
+        assert wait_for(lambda: executor._pool._shutdown, timeout=5)
         gate.set()
         stopper.join(10)
     finally:
