@@ -220,6 +220,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.seconds <= 0 or args.seconds > 600:
         parser.error("--seconds must be in (0, 600]")
+    if args.gunicorn < 0:
+        parser.error("--gunicorn must be a number of workers, 1 or more (0: serve receives)")
+    if (args.gunicorn or not args.no_baseline) and not (BIN / "gunicorn").exists():
+        parser.error(f"gunicorn is not installed beside {sys.executable} (pip install "
+                     "gunicorn); the baseline and --gunicorn need it, --no-baseline skips it")
     on_sigterm()
     print_machine()
     layout = (f"{args.gunicorn} gunicorn receivers + serve --role scheduler" if args.gunicorn
